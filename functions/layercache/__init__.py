@@ -1,0 +1,1 @@
+"""layercache: start cached Docker image builds on CodeBuild, record them, prune ECR safely."""
