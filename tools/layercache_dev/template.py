@@ -1,0 +1,114 @@
+"""Read template.yaml so tests and the local demo create resources exactly as it declares them."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = ROOT / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """A YAML loader that keeps CloudFormation's short-form tags (!Ref, !Sub...) as data."""
+
+
+def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        assert isinstance(node, yaml.MappingNode)
+        value = loader.construct_mapping(node, deep=True)
+    if name == "Fn::GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+@cache
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    with path.open() as handle:
+        template: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - safe loader subclass
+    return template
+
+
+def resource(logical_id: str) -> dict[str, Any]:
+    """The template's resource `logical_id` (its Type, Properties, ...)."""
+    resources: dict[str, Any] = load_template()["Resources"]
+    return dict(resources[logical_id])
+
+
+def create_table_arguments(logical_id: str, table_name: str) -> dict[str, Any]:
+    """Arguments for DynamoDB CreateTable that reproduce the template's table."""
+    props = resource(logical_id)["Properties"]
+    arguments: dict[str, Any] = {
+        "TableName": table_name,
+        "KeySchema": props["KeySchema"],
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "BillingMode": props.get("BillingMode", "PROVISIONED"),
+    }
+    if "GlobalSecondaryIndexes" in props:
+        arguments["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    return arguments
+
+
+def function_handler(logical_id: str) -> str:
+    """The `Handler` of a function in the template, e.g. 'layercache.handlers.x.handler'."""
+    handler: str = resource(logical_id)["Properties"]["Handler"]
+    return handler
+
+
+def function_environment(logical_id: str) -> dict[str, Any]:
+    """Globals' environment merged with the function's own, values as the template has them."""
+    template = load_template()
+    merged: dict[str, Any] = dict(
+        template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    )
+    own = resource(logical_id)["Properties"].get("Environment", {}).get("Variables", {})
+    merged.update(own)
+    return merged
+
+
+def resolve(value: Any, refs: dict[str, Any]) -> Any:
+    """Evaluate the intrinsic functions environment values use (Ref, Join, GetAtt, Sub).
+
+    `refs` maps logical ids and parameter names to their values ("Name.Attr" for GetAtt).
+    """
+    if isinstance(value, dict) and len(value) == 1:
+        ((name, argument),) = value.items()
+        if name == "Ref":
+            return refs[argument]
+        if name == "Fn::GetAtt":
+            return refs[".".join(argument)]
+        if name == "Fn::Join":
+            separator, parts = argument
+            return separator.join(str(resolve(part, refs)) for part in resolve(parts, refs))
+        if name == "Fn::Sub":
+            text = argument if isinstance(argument, str) else argument[0]
+            for key, val in refs.items():
+                text = text.replace("${" + key + "}", str(val))
+            return text
+    if isinstance(value, list):
+        return [resolve(item, refs) for item in value]
+    return value
+
+
+def parameter_defaults() -> dict[str, Any]:
+    """Each template parameter's default (CommaDelimitedList defaults split into lists)."""
+    values: dict[str, Any] = {}
+    for name, spec in load_template()["Parameters"].items():
+        if "Default" not in spec:
+            continue
+        default = spec["Default"]
+        if spec["Type"] == "CommaDelimitedList":
+            default = [part.strip() for part in str(default).split(",")]
+        values[name] = default if isinstance(default, list) else str(default)
+    return values
