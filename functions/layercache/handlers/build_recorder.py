@@ -1,0 +1,76 @@
+"""BuildRecorderFunction: CodeBuild "Build State Change" events -> BuildsTable, status, SNS."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from layercache.recording.events import BuildStateChangeEvent
+from layercache.recording.github import GitHubStatusClient, SecretToken
+from layercache.recording.notify import SnsNotifier
+from layercache.recording.service import BuildRecorder
+from layercache.recording.settings import RecorderSettings
+from layercache.recording.store import BuildRecordStore
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+@cache
+def default_service() -> tuple[RecorderSettings, BuildRecorder]:
+    settings = RecorderSettings.from_env()
+    github = None
+    if settings.github_enabled:
+        token = SecretToken(settings.github_token_secret_arn)
+        github = GitHubStatusClient(settings.source_repository, token, settings.github_api_url)
+    notifier = (
+        SnsNotifier(settings.notifications_topic_arn) if settings.notifications_topic_arn else None
+    )
+    recorder = BuildRecorder(
+        image=settings.image_repository_name,
+        store=BuildRecordStore(settings.builds_table_name),
+        notifier=notifier,
+        github=github,
+    )
+    return settings, recorder
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE, log_event=False)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings, recorder = default_service()
+    try:
+        parsed = BuildStateChangeEvent.model_validate(event)
+    except ValidationError as error:
+        logger.warning("Rejected: not a CodeBuild build state change", reason=str(error))
+        return {"recorded": False, "reason": "malformed event"}
+    if parsed.detail.project_name != settings.build_project_name:
+        logger.warning("Rejected: event of another project", project=parsed.detail.project_name)
+        return {"recorded": False, "reason": "foreign project"}
+
+    outcome = recorder.record(parsed)
+    if outcome.metrics:
+        metrics.add_dimensions(**outcome.dimensions)
+        for point in outcome.metrics:
+            metrics.add_metric(name=point.name, unit=point.unit, value=point.value)
+    logger.info(
+        "Build state recorded" if outcome.recorded else "Build state already recorded",
+        build_id=outcome.build_id,
+        status=outcome.status.value,
+        notified=outcome.notified,
+        commit_status_posted=outcome.status_posted,
+    )
+    return {
+        "recorded": outcome.recorded,
+        "build_id": outcome.build_id,
+        "status": outcome.status.value,
+        "notified": outcome.notified,
+        "commit_status_posted": outcome.status_posted,
+    }

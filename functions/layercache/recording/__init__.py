@@ -1,0 +1,1 @@
+"""After the build: record each CodeBuild build, report its status, notify on failure."""
