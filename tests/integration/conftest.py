@@ -54,7 +54,11 @@ def stack(aws: None) -> Stack:
     codebuild = boto3.client("codebuild", region_name=REGION)
     codebuild.create_project(
         name=stack.project_name,
-        source={"type": "NO_SOURCE", "buildspec": "version: 0.2"},
+        source={
+            "type": "GITHUB",
+            "location": "https://github.com/octo-org/service.git",
+            "buildspec": "version: 0.2",
+        },
         artifacts={"type": "NO_ARTIFACTS"},
         environment={
             "type": "LINUX_CONTAINER",
@@ -92,3 +96,28 @@ def function_env(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Any:
         return env
 
     return apply
+
+
+@dataclass
+class RecordedCall:
+    operation: str
+    params: dict[str, Any]
+
+
+@pytest.fixture
+def aws_calls(aws: None) -> Iterator[list[RecordedCall]]:
+    """Every AWS call clients made through boto3's default session, with its parameters.
+
+    moto keeps less than we send (StartBuild's environment overrides, for one), so tests
+    assert on what was sent as well as on what moto stored.
+    """
+    calls: list[RecordedCall] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append(RecordedCall(f"{model.service_model.service_name}:{model.name}", dict(params)))
+
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.*.*", record)
+    yield calls
+    boto3.DEFAULT_SESSION = None

@@ -1,0 +1,47 @@
+"""CodeCommitTriggerFunction: a branch update from EventBridge starts a build."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from layercache.triggers.models import CodeCommitReferenceEvent
+from layercache.triggers.wiring import codecommit_trigger_service
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE, log_event=False)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_dimension(name="Trigger", value="codecommit")
+    metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)
+    try:
+        update = parse(event=event, model=CodeCommitReferenceEvent)
+    except ValidationError as error:
+        # Retrying cannot fix a malformed event: log it and let it go.
+        logger.warning("Rejected malformed event", extra={"error": str(error)[:500]})
+        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
+        return {"build": False, "reason": "malformed event"}
+    result = codecommit_trigger_service().handle(update.detail)
+    outcome = result.outcome
+    if outcome is not None and outcome.started:
+        metrics.add_metric(name="BuildsStarted", unit=MetricUnit.Count, value=1)
+        if outcome.superseded:
+            metrics.add_metric(
+                name="BuildsSuperseded", unit=MetricUnit.Count, value=len(outcome.superseded)
+            )
+    return {
+        "build": result.decision.build,
+        "reason": outcome.reason if outcome else result.decision.reason,
+        "build_id": outcome.build_id if outcome else None,
+    }

@@ -1,0 +1,52 @@
+"""NightlyRebuildFunction: EventBridge Scheduler's nightly run starts a refresh per branch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from layercache.triggers.models import NightlyRebuildRequest
+from layercache.triggers.nightly import start_rebuilds
+from layercache.triggers.wiring import nightly_rebuild_service
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        request = parse(event=event, model=NightlyRebuildRequest)
+    except ValidationError as error:
+        logger.warning("Rejected malformed request", extra={"error": str(error)[:500]})
+        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
+        return {"builds": [], "reason": "malformed request"}
+    logger.set_correlation_id(request.execution_id or context.aws_request_id)
+    settings, starter = nightly_rebuild_service()
+    rebuilds = start_rebuilds(request, settings, starter)
+    metrics.add_dimension(name="Trigger", value="nightly")
+    metrics.add_metric(
+        name="BuildsStarted",
+        unit=MetricUnit.Count,
+        value=sum(1 for rebuild in rebuilds if rebuild.outcome.started),
+    )
+    return {
+        "mode": request.mode.value,
+        "builds": [
+            {
+                "branch": rebuild.branch,
+                "started": rebuild.outcome.started,
+                "build_id": rebuild.outcome.build_id,
+                "reason": rebuild.outcome.reason,
+            }
+            for rebuild in rebuilds
+        ],
+    }

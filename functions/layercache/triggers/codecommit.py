@@ -1,0 +1,117 @@
+"""A CodeCommit branch update (EventBridge), from decision to build start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from aws_lambda_powertools import Logger
+
+from layercache.build_records import BuildMode, Trigger
+from layercache.triggers.builds import BuildRequest, BuildStarter, StartOutcome, utc_now
+from layercache.triggers.decisions import Decision, PushFacts, branch_of, decide_push
+from layercache.triggers.models import CodeCommitReferenceDetail
+from layercache.triggers.settings import CodeCommitTriggerSettings
+
+if TYPE_CHECKING:
+    from mypy_boto3_codecommit import CodeCommitClient
+
+logger = Logger(child=True)
+# GetDifferences' default (and maximum) page size.
+DIFFERENCES_PER_PAGE = 100
+
+
+class CodeCommitChanges:
+    """What a push changed, read from CodeCommit (moto lacks these APIs: tests stub them)."""
+
+    def __init__(self, client: CodeCommitClient, max_pages: int) -> None:
+        self.client = client
+        self.max_pages = max_pages
+
+    def commit_message(self, repository: str, commit_id: str) -> str:
+        commit = self.client.get_commit(repositoryName=repository, commitId=commit_id)["commit"]
+        return commit.get("message", "")
+
+    def changed_paths(self, repository: str, before: str | None, after: str) -> list[str] | None:
+        """Paths changed between two commits; None when unknowable (new branch, huge diff)."""
+        if not before or set(before) == {"0"}:
+            return None
+        paths: list[str] = []
+        paginator = self.client.get_paginator("get_differences")
+        pages = paginator.paginate(
+            repositoryName=repository,
+            beforeCommitSpecifier=before,
+            afterCommitSpecifier=after,
+            PaginationConfig={"MaxItems": self.max_pages * DIFFERENCES_PER_PAGE},
+        )
+        for page in pages:
+            for difference in page.get("differences", []):
+                for blob in (difference.get("beforeBlob"), difference.get("afterBlob")):
+                    if blob and blob.get("path"):
+                        paths.append(blob["path"])
+        if pages.resume_token:
+            logger.info("Diff too large to read whole; building anyway")
+            return None
+        return paths
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    decision: Decision
+    outcome: StartOutcome | None = None
+
+
+class CodeCommitTriggerService:
+    def __init__(
+        self,
+        settings: CodeCommitTriggerSettings,
+        changes: CodeCommitChanges,
+        starter: BuildStarter,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.changes = changes
+        self.starter = starter
+        self.clock = clock
+
+    def handle(self, detail: CodeCommitReferenceDetail) -> TriggerResult:
+        repository = self.settings.source_repository
+        if repository and detail.repository_name != repository:
+            return TriggerResult(Decision(False, f"event of repository {detail.repository_name}"))
+        if detail.event == "referenceDeleted" or not detail.commit_id:
+            return TriggerResult(Decision(False, f"{detail.reference_name} was deleted"))
+        branch = branch_of(detail.ref)
+        policy = self.settings.push_policy()
+        if branch is None or branch not in policy.watched_branches:
+            # Cheap rules first: no CodeCommit call for a push we would not build anyway.
+            return TriggerResult(decide_push(PushFacts(detail.ref, False, None, ()), policy))
+        facts = PushFacts(
+            ref=detail.ref,
+            deleted=False,
+            head_commit_message=self.changes.commit_message(
+                detail.repository_name, detail.commit_id
+            ),
+            changed_paths=(
+                self.changes.changed_paths(
+                    detail.repository_name, detail.old_commit_id, detail.commit_id
+                )
+                if policy.path_filters
+                else None
+            ),
+        )
+        decision = decide_push(facts, policy)
+        logger.info("Push decision", extra={"build": decision.build, "reason": decision.reason})
+        if not decision.build:
+            return TriggerResult(decision)
+        request = BuildRequest(
+            image=self.settings.image_repository_name,
+            branch=branch,
+            commit=detail.commit_id,
+            trigger=Trigger.CODECOMMIT,
+            mode=BuildMode.NORMAL,
+            requested_at=self.clock(),
+            occasion=detail.commit_id,
+        )
+        return TriggerResult(decision, self.starter.start(request))

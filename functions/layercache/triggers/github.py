@@ -1,0 +1,142 @@
+"""A GitHub webhook delivery, from signature check to build start."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Self
+from urllib.parse import parse_qs
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.parser.models import LambdaFunctionUrlModel
+from pydantic import ValidationError
+
+from layercache.build_records import BuildMode, Trigger
+from layercache.triggers.builds import BuildRequest, BuildStarter, utc_now
+from layercache.triggers.decisions import branch_of, decide_push
+from layercache.triggers.models import GitHubPushEvent
+from layercache.triggers.settings import GitHubWebhookSettings
+from layercache.triggers.signature import is_valid_signature
+from layercache.triggers.store import BuildsStore
+
+logger = Logger(child=True)
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One HTTP delivery from GitHub, as the function URL passed it on."""
+
+    event_type: str | None
+    delivery_id: str | None
+    signature: str | None
+    content_type: str
+    body: bytes
+
+    @classmethod
+    def from_function_url(cls, event: LambdaFunctionUrlModel) -> Self:
+        headers = {name.lower(): value for name, value in (event.headers or {}).items()}
+        raw = event.body if isinstance(event.body, str) else ""
+        body = base64.b64decode(raw) if event.isBase64Encoded else raw.encode()
+        return cls(
+            event_type=headers.get("x-github-event"),
+            delivery_id=headers.get("x-github-delivery"),
+            signature=headers.get("x-hub-signature-256"),
+            content_type=headers.get("content-type", "application/json").split(";")[0].strip(),
+            body=body,
+        )
+
+    def payload(self) -> Any:
+        """The JSON payload, from a JSON body or a form body's `payload` field."""
+        text = self.body.decode("utf-8")
+        if self.content_type == "application/x-www-form-urlencoded":
+            fields = parse_qs(text, strict_parsing=True)
+            if "payload" not in fields:
+                raise ValueError("form delivery without a payload field")
+            text = fields["payload"][0]
+        return json.loads(text)
+
+
+@dataclass(frozen=True)
+class WebhookResponse:
+    status: int
+    message: str
+    build_id: str | None = None
+    # Why a delivery was refused (401/400), for the DeliveriesRejected metric.
+    rejected_because: str | None = None
+
+    def to_function_url(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"message": self.message}
+        if self.build_id:
+            body["build_id"] = self.build_id
+        return {
+            "statusCode": self.status,
+            "headers": {"content-type": "application/json"},
+            "body": json.dumps(body),
+        }
+
+
+class GitHubWebhookService:
+    def __init__(
+        self,
+        settings: GitHubWebhookSettings,
+        secret: Callable[[], bytes],
+        store: BuildsStore,
+        starter: BuildStarter,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.secret = secret
+        self.store = store
+        self.starter = starter
+        self.clock = clock
+
+    def handle(self, delivery: WebhookDelivery) -> WebhookResponse:
+        if not is_valid_signature(self.secret(), delivery.body, delivery.signature):
+            return WebhookResponse(401, "invalid signature", rejected_because="signature")
+        if delivery.event_type == "ping":
+            return WebhookResponse(200, "pong")
+        if delivery.event_type != "push":
+            return WebhookResponse(
+                202, f"ignored: layercache builds on push, not {delivery.event_type}"
+            )
+        if not delivery.delivery_id:
+            return WebhookResponse(400, "missing X-GitHub-Delivery", rejected_because="malformed")
+        try:
+            push = GitHubPushEvent.model_validate(delivery.payload())
+        except (ValueError, ValidationError) as error:
+            logger.warning("Malformed push delivery", extra={"error": str(error)[:500]})
+            return WebhookResponse(400, "malformed push payload", rejected_because="malformed")
+        return self._handle_push(delivery.delivery_id, push)
+
+    def _handle_push(self, delivery_id: str, push: GitHubPushEvent) -> WebhookResponse:
+        repository = self.settings.source_repository
+        if repository and push.repository.full_name.lower() != repository.lower():
+            return WebhookResponse(202, f"ignored: push to {push.repository.full_name}")
+        decision = decide_push(push.facts(), self.settings.push_policy())
+        logger.info("Push decision", extra={"build": decision.build, "reason": decision.reason})
+        branch = branch_of(push.ref)
+        if not decision.build or branch is None:
+            return WebhookResponse(202, f"no build: {decision.reason}")
+        if not self.store.claim_delivery(delivery_id, self.clock()):
+            return WebhookResponse(200, "duplicate delivery: already handled")
+        request = BuildRequest(
+            image=self.settings.image_repository_name,
+            branch=branch,
+            commit=push.after,
+            trigger=Trigger.GITHUB,
+            mode=BuildMode.NORMAL,
+            requested_at=self.clock(),
+            occasion=push.after,
+        )
+        try:
+            outcome = self.starter.start(request)
+        except Exception:
+            # Let GitHub's redelivery (or a manual one) try again.
+            self.store.release_delivery(delivery_id)
+            raise
+        if not outcome.started:
+            return WebhookResponse(200, f"no new build: {outcome.reason}")
+        return WebhookResponse(201, "build started", build_id=outcome.build_id)

@@ -1,0 +1,206 @@
+"""template.yaml's promises: names others rely on, least privilege, logs, failure handling."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from layercache.triggers.settings import (
+    CodeCommitTriggerSettings,
+    GitHubWebhookSettings,
+    NightlyRebuildSettings,
+    TriggerSettings,
+)
+from layercache_dev.template import ROOT, function_environment, load_template, resource
+
+TEMPLATE = load_template()
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
+FUNCTIONS = sorted(
+    name for name, spec in RESOURCES.items() if spec["Type"] == "AWS::Serverless::Function"
+)
+ASYNC_EVENT_TYPES = {"EventBridgeRule", "ScheduleV2", "Schedule", "CloudWatchEvent"}
+# Actions IAM offers no resource-level permissions for, so "*" is the narrowest scope.
+UNSCOPABLE_ACTIONS = {
+    "ecr:GetAuthorizationToken",
+    "ecr:DescribeRepositories",
+    "ecs:ListClusters",
+    "ecs:ListTasks",
+    "ecs:DescribeTasks",
+    "lambda:ListFunctions",
+    "cloudwatch:PutMetricData",
+}
+TRIGGER_SETTINGS: dict[str, type[TriggerSettings]] = {
+    "GitHubWebhookFunction": GitHubWebhookSettings,
+    "CodeCommitTriggerFunction": CodeCommitTriggerSettings,
+    "NightlyRebuildFunction": NightlyRebuildSettings,
+}
+
+
+@pytest.mark.parametrize(
+    "logical_id",
+    [
+        "GitHubWebhookFunction",
+        "CodeCommitTriggerFunction",
+        "NightlyRebuildFunction",
+        "ImageBuildProject",
+        "ImageRepository",
+        "BuildsTable",
+    ],
+)
+def test_names_other_parts_rely_on_exist(logical_id: str) -> None:
+    assert logical_id in RESOURCES
+
+
+@pytest.mark.parametrize("logical_id", FUNCTIONS)
+def test_every_handler_is_importable(logical_id: str) -> None:
+    module_name, _, attribute = resource(logical_id)["Properties"]["Handler"].rpartition(".")
+    assert callable(getattr(importlib.import_module(module_name), attribute))
+
+
+@pytest.mark.parametrize("logical_id", FUNCTIONS)
+def test_every_function_logs_to_its_own_group_with_retention(logical_id: str) -> None:
+    group_ref = resource(logical_id)["Properties"]["LoggingConfig"]["LogGroup"]
+    group = resource(group_ref["Ref"])
+    assert group["Type"] == "AWS::Logs::LogGroup"
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def _is_asynchronous(logical_id: str) -> bool:
+    events = resource(logical_id)["Properties"].get("Events", {}).values()
+    return any(event["Type"] in ASYNC_EVENT_TYPES for event in events)
+
+
+ASYNC_FUNCTIONS = [name for name in FUNCTIONS if _is_asynchronous(name)]
+
+
+def test_triggers_from_eventbridge_are_asynchronous() -> None:
+    assert {"CodeCommitTriggerFunction", "NightlyRebuildFunction"} <= set(ASYNC_FUNCTIONS)
+
+
+@pytest.mark.parametrize("logical_id", ASYNC_FUNCTIONS)
+def test_asynchronous_functions_have_an_on_failure_destination(logical_id: str) -> None:
+    props = resource(logical_id)["Properties"]
+    on_failure = props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    for event in props["Events"].values():
+        assert "DeadLetterConfig" in event["Properties"], "events that fail to deliver are kept"
+
+
+def _statements() -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, spec in RESOURCES.items():
+        props = spec.get("Properties", {})
+        for policy in props.get("Policies", []):
+            if isinstance(policy, dict) and "Statement" in policy:
+                for statement in policy["Statement"]:
+                    yield name, statement
+            if isinstance(policy, dict) and "PolicyDocument" in policy:
+                for statement in policy["PolicyDocument"]["Statement"]:
+                    yield name, statement
+
+
+def _plain(statement: dict[str, Any]) -> list[dict[str, Any]]:
+    """Unwrap `!If [cond, statement, !Ref AWS::NoValue]`."""
+    if "Fn::If" in statement:
+        return [s for s in statement["Fn::If"][1:] if isinstance(s, dict) and "Effect" in s]
+    return [statement]
+
+
+def test_no_wildcard_resource_where_a_narrower_one_exists() -> None:
+    for owner, wrapped in _statements():
+        for statement in _plain(wrapped):
+            resources = statement["Resource"]
+            resources = resources if isinstance(resources, list) else [resources]
+            actions = statement["Action"]
+            actions = set(actions if isinstance(actions, list) else [actions])
+            if "*" in resources:
+                assert actions <= UNSCOPABLE_ACTIONS, f"{owner}: {sorted(actions)} on '*'"
+            assert not any(action.endswith(":*") for action in actions), owner
+
+
+def test_starting_and_stopping_builds_is_scoped_to_the_project() -> None:
+    seen = 0
+    for owner, wrapped in _statements():
+        for statement in _plain(wrapped):
+            actions = statement["Action"]
+            actions = actions if isinstance(actions, list) else [actions]
+            if {"codebuild:StartBuild", "codebuild:StopBuild"} & set(actions):
+                assert statement["Resource"] == {"Fn::GetAtt": ["ImageBuildProject", "Arn"]}, owner
+                seen += 1
+    assert seen >= 3
+
+
+def test_the_build_project_is_privileged_and_uses_our_buildspec() -> None:
+    props = resource("ImageBuildProject")["Properties"]
+    assert props["Environment"]["PrivilegedMode"] is True
+    inline = props["Source"]["BuildSpec"]
+    buildspec_file = (ROOT / "buildspecs" / "buildspec.yml").read_text()
+    assert yaml.safe_load(inline) == yaml.safe_load(buildspec_file)
+
+
+def test_image_repository_scans_on_push() -> None:
+    props = resource("ImageRepository")["Properties"]
+    assert props["ImageScanningConfiguration"]["ScanOnPush"] is True
+
+
+def test_builds_table_is_on_demand() -> None:
+    assert resource("BuildsTable")["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+@pytest.mark.parametrize(
+    "parameter",
+    [
+        "SourceType",
+        "SourceRepository",
+        "WatchedBranches",
+        "DefaultBranch",
+        "DockerfilePath",
+        "BuildContext",
+        "ImageRepositoryName",
+        "ComputeType",
+        "BuildTimeoutMinutes",
+        "NightlySchedule",
+        "NightlyTimeZone",
+        "PathFilters",
+        "SupersedeOlderBuilds",
+    ],
+)
+def test_parameters_exist_and_are_described(parameter: str) -> None:
+    assert TEMPLATE["Parameters"][parameter]["Description"]
+
+
+@pytest.mark.parametrize(
+    "output", ["WebhookUrl", "ImageRepositoryUri", "BuildProjectName", "BuildsTableName"]
+)
+def test_outputs_a_user_needs(output: str) -> None:
+    assert TEMPLATE["Outputs"][output]["Value"]
+
+
+@pytest.mark.parametrize(("logical_id", "settings"), sorted(TRIGGER_SETTINGS.items()))
+def test_the_template_sets_every_variable_the_settings_require(
+    logical_id: str, settings: type[TriggerSettings]
+) -> None:
+    environment = function_environment(logical_id)
+    required = {
+        name.upper() for name, field in settings.model_fields.items() if field.is_required()
+    }
+    assert required <= set(environment), required - set(environment)
+
+
+def test_codecommit_rule_listens_to_branch_updates_of_watched_branches() -> None:
+    pattern = resource("CodeCommitTriggerFunction")["Properties"]["Events"]["BranchUpdated"][
+        "Properties"
+    ]["Pattern"]
+    assert pattern["detail"]["event"] == ["referenceCreated", "referenceUpdated"]
+    assert pattern["detail"]["referenceName"] == {"Ref": "WatchedBranches"}
+
+
+def test_nightly_schedule_passes_mode_and_scheduled_time() -> None:
+    schedule = resource("NightlyRebuildFunction")["Properties"]["Events"]["Nightly"]["Properties"]
+    assert schedule["ScheduleExpression"] == {"Ref": "NightlySchedule"}
+    assert schedule["ScheduleExpressionTimezone"] == {"Ref": "NightlyTimeZone"}
+    assert "<aws.scheduler.scheduled-time>" in schedule["Input"]
+    assert '"mode": "refresh"' in schedule["Input"]
