@@ -143,8 +143,9 @@ class BuildStarter:
         return BuildStatus(builds[0]["buildStatus"])
 
     def _start_build(self, request: BuildRequest, claim: Claim) -> StartedBuild:
-        # Same claim, same token: a retried StartBuild within CodeBuild's window is a no-op.
-        token = hashlib.sha256(f"{claim.pk}|{claim.token}".encode()).hexdigest()[:40]
+        # A retry after a lost response sends the same token, and CodeBuild (for 5 minutes)
+        # answers with the build it already started instead of starting a second one.
+        token = hashlib.sha256(f"{claim.pk}|{claim.replaces}".encode()).hexdigest()[:40]
         response = self.codebuild.start_build(
             projectName=self.project_name,
             sourceVersion=request.source_version,

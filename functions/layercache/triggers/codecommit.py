@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from mypy_boto3_codecommit import CodeCommitClient
 
 logger = Logger(child=True)
-# GetDifferences' default (and maximum) page size.
-DIFFERENCES_PER_PAGE = 100
 
 
 class CodeCommitChanges:
@@ -39,21 +37,17 @@ class CodeCommitChanges:
         if not before or set(before) == {"0"}:
             return None
         paths: list[str] = []
-        paginator = self.client.get_paginator("get_differences")
-        pages = paginator.paginate(
-            repositoryName=repository,
-            beforeCommitSpecifier=before,
-            afterCommitSpecifier=after,
-            PaginationConfig={"MaxItems": self.max_pages * DIFFERENCES_PER_PAGE},
+        pages = self.client.get_paginator("get_differences").paginate(
+            repositoryName=repository, beforeCommitSpecifier=before, afterCommitSpecifier=after
         )
-        for page in pages:
+        for number, page in enumerate(pages, start=1):
             for difference in page.get("differences", []):
                 for blob in (difference.get("beforeBlob"), difference.get("afterBlob")):
                     if blob and blob.get("path"):
                         paths.append(blob["path"])
-        if pages.resume_token:
-            logger.info("Diff too large to read whole; building anyway")
-            return None
+            if number == self.max_pages and page.get("NextToken"):
+                logger.info("Diff too large to read whole; building anyway")
+                return None
         return paths
 
 

@@ -21,11 +21,16 @@ CLAIM_RETENTION = timedelta(days=90)
 
 @dataclass(frozen=True)
 class Claim:
-    """A claim on one build request. `token` (its time) is the optimistic lock."""
+    """A claim on one build request. `token` (its time) is the optimistic lock.
+
+    `replaces` names what a taken-over claim replaced (a failed build, a stale claim),
+    so each attempt at a request has its own StartBuild idempotency token.
+    """
 
     pk: str
     token: str
     build_id: str | None
+    replaces: str = ""
 
 
 def _is_conditional_failure(error: ClientError) -> bool:
@@ -113,7 +118,8 @@ class BuildsStore:
             if _is_conditional_failure(error):
                 return None
             raise
-        return Claim(pk=previous.pk, token=token, build_id=None)
+        replaces = previous.build_id or f"stale claim of {previous.token}"
+        return Claim(pk=previous.pk, token=token, build_id=None, replaces=replaces)
 
     def release_claim(self, claim: Claim) -> None:
         """Drop our claim after StartBuild failed, so a retry can claim again."""

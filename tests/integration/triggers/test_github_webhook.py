@@ -256,3 +256,29 @@ def test_failed_start_surfaces_and_lets_the_redelivery_build(
 
     assert status == 201
     assert builds_started(stack.project_name) == [body["build_id"]]
+
+
+def emitted_metrics(output: str) -> list[dict[str, Any]]:
+    """The CloudWatch EMF documents Powertools printed."""
+    documents = []
+    for line in output.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            documents.append(json.loads(line))
+    return documents
+
+
+def test_rejected_delivery_is_counted_by_reason(
+    invoke: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    invoke(function_url_event("push", push_payload(), secret="wrong"))
+    (document,) = emitted_metrics(capsys.readouterr().out)
+    assert document["DeliveriesRejected"] in (1.0, [1.0])
+    assert document["Reason"] == "signature"
+
+
+def test_started_build_is_counted(invoke: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    invoke(sample("github-webhook", "push-main.json"))
+    (document,) = emitted_metrics(capsys.readouterr().out)
+    assert document["BuildsStarted"] in (1.0, [1.0])
+    assert document["Trigger"] == "github"
+    assert "DeliveriesRejected" not in document
