@@ -43,6 +43,13 @@ class BuildRequest:
     # What makes two requests the same: the commit for pushes, the night for schedules.
     occasion: str
 
+    @classmethod
+    def for_push(
+        cls, image: str, branch: str, commit: str, trigger: Trigger, now: datetime
+    ) -> BuildRequest:
+        """A normal build of a pushed commit; the commit makes repeats of it the same."""
+        return cls(image, branch, commit, trigger, BuildMode.NORMAL, now, occasion=commit)
+
     @property
     def source_version(self) -> str:
         """What CodeBuild checks out: the exact commit when known, else the branch head."""

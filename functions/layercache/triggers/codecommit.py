@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
-from layercache.build_records import BuildMode, Trigger
+from layercache.build_records import Trigger
 from layercache.triggers.builds import BuildRequest, BuildStarter, StartOutcome, utc_now
 from layercache.triggers.decisions import Decision, PushFacts, branch_of, decide_push
 from layercache.triggers.models import CodeCommitReferenceDetail
@@ -99,13 +99,11 @@ class CodeCommitTriggerService:
         logger.info("Push decision", extra={"build": decision.build, "reason": decision.reason})
         if not decision.build:
             return TriggerResult(decision)
-        request = BuildRequest(
-            image=self.settings.image_repository_name,
-            branch=branch,
-            commit=detail.commit_id,
-            trigger=Trigger.CODECOMMIT,
-            mode=BuildMode.NORMAL,
-            requested_at=self.clock(),
-            occasion=detail.commit_id,
+        request = BuildRequest.for_push(
+            self.settings.image_repository_name,
+            branch,
+            detail.commit_id,
+            Trigger.CODECOMMIT,
+            self.clock(),
         )
         return TriggerResult(decision, self.starter.start(request))

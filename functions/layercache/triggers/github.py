@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.parser.models import LambdaFunctionUrlModel
 from pydantic import ValidationError
 
-from layercache.build_records import BuildMode, Trigger
+from layercache.build_records import Trigger
 from layercache.triggers.builds import BuildRequest, BuildStarter, utc_now
 from layercache.triggers.decisions import branch_of, decide_push
 from layercache.triggers.models import GitHubPushEvent
@@ -122,14 +122,8 @@ class GitHubWebhookService:
             return WebhookResponse(202, f"no build: {decision.reason}")
         if not self.store.claim_delivery(delivery_id, self.clock()):
             return WebhookResponse(200, "duplicate delivery: already handled")
-        request = BuildRequest(
-            image=self.settings.image_repository_name,
-            branch=branch,
-            commit=push.after,
-            trigger=Trigger.GITHUB,
-            mode=BuildMode.NORMAL,
-            requested_at=self.clock(),
-            occasion=push.after,
+        request = BuildRequest.for_push(
+            self.settings.image_repository_name, branch, push.after, Trigger.GITHUB, self.clock()
         )
         try:
             outcome = self.starter.start(request)

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from typing import Any, Self
+from pydantic import Field, field_validator
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
+from layercache.settings import EnvSettings, split_csv
 from layercache.triggers.decisions import PushPolicy
 
 
-def _split_csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-class TriggerSettings(BaseModel):
-    """What every trigger needs. Field `x_y` is read from the variable `X_Y`."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
+class TriggerSettings(EnvSettings):
+    """What every trigger needs."""
 
     builds_table_name: str = Field(min_length=1)
     build_project_name: str = Field(min_length=1)
@@ -32,15 +21,7 @@ class TriggerSettings(BaseModel):
     # GitHub "owner/name" or the CodeCommit repository name; events of others are ignored.
     source_repository: str = ""
 
-    _split = field_validator("watched_branches", "path_filters", mode="before")(_split_csv)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
-        environ = os.environ if environ is None else environ
-        values = {
-            name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ
-        }
-        return cls.model_validate(values)
+    _split = field_validator("watched_branches", "path_filters", mode="before")(split_csv)
 
     def push_policy(self) -> PushPolicy:
         return PushPolicy(watched_branches=self.watched_branches, path_filters=self.path_filters)

@@ -49,21 +49,14 @@ class BuildsStore:
     # ------------------------------------------------------------ webhook deliveries
     def claim_delivery(self, delivery_id: str, now: datetime) -> bool:
         """Record a delivery; False if it was recorded before (a redelivery)."""
-        try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item={
-                    "pk": {"S": records.delivery_pk(delivery_id)},
-                    "received_at": {"S": records.timestamp(now)},
-                    "expires_at": _epoch(now + DELIVERY_RETENTION),
-                },
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ClientError as error:
-            if _is_conditional_failure(error):
-                return False
-            raise
-        return True
+        return self._put_if(
+            {
+                "pk": {"S": records.delivery_pk(delivery_id)},
+                "received_at": {"S": records.timestamp(now)},
+                "expires_at": _epoch(now + DELIVERY_RETENTION),
+            },
+            "attribute_not_exists(pk)",
+        )
 
     def release_delivery(self, delivery_id: str) -> None:
         """Forget a delivery whose handling failed, so GitHub's redelivery is processed."""
@@ -75,20 +68,8 @@ class BuildsStore:
     def try_claim(self, pk: str, now: datetime) -> Claim | None:
         """Claim `pk` if nobody holds it; None if a claim already exists."""
         token = records.timestamp(now)
-        try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item={
-                    "pk": {"S": pk},
-                    "requested_at": {"S": token},
-                    "expires_at": _epoch(now + CLAIM_RETENTION),
-                },
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ClientError as error:
-            if _is_conditional_failure(error):
-                return None
-            raise
+        if not self._put_if(self._claim_item(pk, token, now), "attribute_not_exists(pk)"):
+            return None
         return Claim(pk=pk, token=token, build_id=None)
 
     def get_claim(self, pk: str) -> Claim | None:
@@ -103,21 +84,12 @@ class BuildsStore:
     def take_over_claim(self, previous: Claim, now: datetime) -> Claim | None:
         """Replace a claim whose build failed or never started; None if someone else did."""
         token = records.timestamp(now)
-        try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item={
-                    "pk": {"S": previous.pk},
-                    "requested_at": {"S": token},
-                    "expires_at": _epoch(now + CLAIM_RETENTION),
-                },
-                ConditionExpression="requested_at = :previous",
-                ExpressionAttributeValues={":previous": {"S": previous.token}},
-            )
-        except ClientError as error:
-            if _is_conditional_failure(error):
-                return None
-            raise
+        if not self._put_if(
+            self._claim_item(previous.pk, token, now),
+            "requested_at = :previous",
+            {":previous": {"S": previous.token}},
+        ):
+            return None
         replaces = previous.build_id or f"stale claim of {previous.token}"
         return Claim(pk=previous.pk, token=token, build_id=None, replaces=replaces)
 
@@ -142,6 +114,36 @@ class BuildsStore:
             ConditionExpression="requested_at = :token",
             ExpressionAttributeValues={":build_id": {"S": build_id}, ":token": {"S": claim.token}},
         )
+
+    @staticmethod
+    def _claim_item(pk: str, token: str, now: datetime) -> dict[str, Any]:
+        return {
+            "pk": {"S": pk},
+            "requested_at": {"S": token},
+            "expires_at": _epoch(now + CLAIM_RETENTION),
+        }
+
+    def _put_if(
+        self, item: dict[str, Any], condition: str, values: dict[str, Any] | None = None
+    ) -> bool:
+        """Put `item` if `condition` holds; False (not an error) when it does not."""
+        try:
+            if values:
+                self.client.put_item(
+                    TableName=self.table_name,
+                    Item=item,
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=values,
+                )
+            else:
+                self.client.put_item(
+                    TableName=self.table_name, Item=item, ConditionExpression=condition
+                )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
 
     # ------------------------------------------------------------ build items
     def record_build(self, request: BuildRequest, build: StartedBuild, claim: Claim) -> None:
