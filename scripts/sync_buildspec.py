@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             print("template.yaml: buildspec updated")
         return 0
     if wanted != current:
-        print("template.yaml's BuildSpec differs from buildspecs/buildspec.yml: run `make buildspec`")
+        print(
+            "template.yaml's BuildSpec differs from buildspecs/buildspec.yml: run `make buildspec`"
+        )
         return 1
     return 0
 
