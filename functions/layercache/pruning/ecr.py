@@ -1,0 +1,331 @@
+"""Read a repository into plain `Image`s, and carry out a plan's deletions in safe order.
+
+- DescribeImages pages at 1000 images per call (nextToken).
+- BatchGetImage reads the index manifests (100 per call), so children are known.
+- BatchDeleteImage in chunks of 100, wave by wave: an index before the manifests it
+  references. A manifest whose index was not deleted is skipped, never forced.
+- Per-image failures are retried once; `ImageNotFound` counts as already gone (another
+  pruner got there first). Throttling errors back off exponentially and retry.
+- Every AWS call is counted (`calls`), so a benchmark can report the calls a plan costs.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import boto3
+from aws_lambda_powertools import Logger
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from layercache.pruning.model import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    INDEX_MEDIA_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Image,
+    parse_config_media_type,
+    parse_index_children,
+    short_digest,
+)
+from layercache.pruning.plan import Plan
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr import ECRClient
+
+logger = Logger(child=True)
+
+DESCRIBE_PAGE_SIZE = 1000  # DescribeImages' maximum maxResults
+BATCH_SIZE = 100  # BatchGetImage and BatchDeleteImage take at most 100 image ids
+# Index types first: ECR returns a stored index as it is only when the caller accepts it.
+ACCEPTED_MEDIA_TYPES = [OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST]
+THROTTLING_CODES = frozenset(
+    {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+)
+IMAGE_NOT_FOUND = "ImageNotFound"
+RETRYING = Config(retries={"max_attempts": 5, "mode": "standard"})
+
+T = TypeVar("T")
+
+
+class SnapshotError(RuntimeError):
+    """The repository could not be read completely; planning on a partial view is unsafe."""
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    digest: str
+    code: str
+    reason: str
+
+
+@dataclass
+class DeleteOutcome:
+    """What happened to a plan's deletions."""
+
+    deleted: list[Image] = field(default_factory=list)
+    already_gone: list[Image] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    # Not attempted: an index that references it is still there.
+    skipped: list[Failure] = field(default_factory=list)
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(image.size_bytes for image in self.deleted)
+
+
+class EcrRegistry:
+    """ECR as the pruner needs it. `client` defaults to a boto3 ECR client with standard retries."""
+
+    def __init__(
+        self,
+        client: ECRClient | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        throttle_attempts: int = 6,
+        base_delay: float = 0.5,
+        max_delay: float = 20.0,
+    ) -> None:
+        self._client: Any = client if client is not None else boto3.client("ecr", config=RETRYING)
+        self._sleep = sleep
+        self._throttle_attempts = throttle_attempts
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self.calls: Counter[str] = Counter()
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    # ------------------------------------------------------------------ reading
+
+    def snapshot(self, repository: str) -> list[Image]:
+        """Every image of `repository`, with the children of each index."""
+        details = self._describe_all(repository)
+        images = {detail["imageDigest"]: _image(detail) for detail in details}
+        indexes = [digest for digest, image in images.items() if image.is_index]
+        manifests = self._get_manifests(repository, indexes)
+        for digest in indexes:
+            manifest = manifests.get(digest)
+            if manifest is None:
+                # Deleted since DescribeImages (another pruner): its children are orphans now.
+                del images[digest]
+                continue
+            images[digest] = _with(images[digest], children=parse_index_children(manifest))
+        referenced = {c.digest for image in images.values() for c in image.children}
+        # DescribeImages reports a manifest's config media type as artifactMediaType; where it
+        # is missing, read the untagged leaf manifests so superseded caches can be told apart.
+        unknown = [
+            digest
+            for digest, image in images.items()
+            if not image.is_index
+            and not image.tags
+            and image.config_media_type is None
+            and digest not in referenced
+        ]
+        if unknown:
+            for digest, manifest in self._get_manifests(repository, unknown, strict=False).items():
+                images[digest] = _with(
+                    images[digest], config_media_type=parse_config_media_type(manifest)
+                )
+        return list(images.values())
+
+    def _describe_all(self, repository: str) -> list[dict[str, Any]]:
+        details: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            arguments: dict[str, Any] = {
+                "repositoryName": repository,
+                "maxResults": DESCRIBE_PAGE_SIZE,
+            }
+            if token:
+                arguments["nextToken"] = token
+            page = self._call("describe_images", **arguments)
+            details.extend(page.get("imageDetails", []))
+            token = page.get("nextToken")
+            if not token:
+                return details
+
+    def _get_manifests(
+        self, repository: str, digests: Sequence[str], *, strict: bool = True
+    ) -> dict[str, str]:
+        """Manifest text by digest. Images that are gone are left out; other failures raise
+        (with `strict`) after one retry, since an unread index hides which manifests it needs."""
+        manifests: dict[str, str] = {}
+        pending = list(digests)
+        for attempt in (1, 2):
+            failures: list[Failure] = []
+            for chunk in chunks(pending, BATCH_SIZE):
+                response = self._call(
+                    "batch_get_image",
+                    repositoryName=repository,
+                    imageIds=[{"imageDigest": digest} for digest in chunk],
+                    acceptedMediaTypes=ACCEPTED_MEDIA_TYPES,
+                )
+                for image in response.get("images", []):
+                    manifests[image["imageId"]["imageDigest"]] = image["imageManifest"]
+                failed = {
+                    f.get("imageId", {}).get("imageDigest"): f for f in response.get("failures", [])
+                }
+                for digest in chunk:
+                    if digest in manifests:
+                        continue
+                    failure = failed.get(digest, {})
+                    # A failure without a digest, or no answer at all: the image is not there.
+                    code = failure.get("failureCode", IMAGE_NOT_FOUND)
+                    if code != IMAGE_NOT_FOUND:
+                        failures.append(Failure(digest, code, failure.get("failureReason", "")))
+            if not failures:
+                return manifests
+            pending = [failure.digest for failure in failures]
+            if attempt == 1:
+                self._sleep(self._base_delay)
+        if strict:
+            first = failures[0]
+            raise SnapshotError(
+                f"{repository}: could not read {len(failures)} index manifest(s), e.g. "
+                f"{first.digest}: {first.code} {first.reason}"
+            )
+        return manifests
+
+    # ------------------------------------------------------------------ deleting
+
+    def delete(self, repository: str, plan: Plan) -> DeleteOutcome:
+        """Delete the plan's images wave by wave; never a manifest whose index survived."""
+        outcome = DeleteOutcome()
+        removed: set[str] = set()  # deleted by this run or found already gone
+        for wave in plan.waves():
+            ready: list[Image] = []
+            for decision in wave:
+                blocking = [parent for parent in decision.parents if parent not in removed]
+                if blocking:
+                    outcome.skipped.append(
+                        Failure(
+                            decision.image.digest,
+                            "IndexNotDeleted",
+                            f"index {short_digest(blocking[0])} that references it is still there",
+                        )
+                    )
+                else:
+                    ready.append(decision.image)
+            self._delete_images(repository, ready, outcome)
+            removed.update(image.digest for image in outcome.deleted)
+            removed.update(image.digest for image in outcome.already_gone)
+        return outcome
+
+    def _delete_images(
+        self, repository: str, images: Iterable[Image], outcome: DeleteOutcome
+    ) -> None:
+        pending = {image.digest: image for image in images}
+        for attempt in (1, 2):
+            failures: list[Failure] = []
+            for chunk in chunks(list(pending), BATCH_SIZE):
+                response = self._call(
+                    "batch_delete_image",
+                    repositoryName=repository,
+                    imageIds=[{"imageDigest": digest} for digest in chunk],
+                )
+                answered: set[str] = set()
+                for image_id in response.get("imageIds", []):
+                    digest = image_id.get("imageDigest")
+                    if digest in pending and digest not in answered:
+                        answered.add(digest)
+                        outcome.deleted.append(pending[digest])
+                for failure in response.get("failures", []):
+                    digest = failure.get("imageId", {}).get("imageDigest")
+                    if digest not in pending or digest in answered:
+                        continue
+                    answered.add(digest)
+                    if failure.get("failureCode") == IMAGE_NOT_FOUND:
+                        outcome.already_gone.append(pending[digest])
+                    else:
+                        failures.append(
+                            Failure(
+                                digest,
+                                str(failure.get("failureCode")),
+                                str(failure.get("failureReason", "")),
+                            )
+                        )
+                failures.extend(
+                    Failure(digest, "NoAnswer", "BatchDeleteImage did not report this image")
+                    for digest in chunk
+                    if digest not in answered
+                )
+            if not failures:
+                return
+            if attempt == 1:
+                logger.info(
+                    "Retrying failed deletions once",
+                    extra={"repository": repository, "count": len(failures)},
+                )
+                self._sleep(self._base_delay)
+                pending = {failure.digest: pending[failure.digest] for failure in failures}
+        for failure in failures:
+            logger.warning(
+                "Could not delete image",
+                extra={
+                    "repository": repository,
+                    "digest": failure.digest,
+                    "code": failure.code,
+                    "reason": failure.reason,
+                },
+            )
+        outcome.failed.extend(failures)
+
+    # ------------------------------------------------------------------ calls
+
+    def _call(self, operation: str, **arguments: Any) -> dict[str, Any]:
+        """One AWS call, counted; throttling backs off exponentially (with jitter) and retries."""
+        method = getattr(self._client, operation)
+        attempt = 0
+        while True:
+            attempt += 1
+            self.calls[operation] += 1
+            try:
+                response: dict[str, Any] = method(**arguments)
+            except ClientError as error:
+                code = error.response.get("Error", {}).get("Code", "")
+                if code not in THROTTLING_CODES or attempt >= self._throttle_attempts:
+                    raise
+                delay = min(self._max_delay, self._base_delay * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+                logger.warning(
+                    "Throttled, backing off",
+                    extra={"operation": operation, "attempt": attempt, "delay": round(delay, 2)},
+                )
+                self._sleep(delay)
+            else:
+                return response
+
+
+def _image(detail: dict[str, Any]) -> Image:
+    pushed_at = detail.get("imagePushedAt")
+    if not isinstance(pushed_at, datetime):
+        pushed_at = datetime.fromtimestamp(float(pushed_at or 0), tz=UTC)
+    media_type = detail.get("imageManifestMediaType") or OCI_MANIFEST
+    return Image(
+        digest=detail["imageDigest"],
+        pushed_at=pushed_at,
+        tags=tuple(detail.get("imageTags") or ()),
+        size_bytes=int(detail.get("imageSizeInBytes") or 0),
+        media_type=media_type,
+        config_media_type=None
+        if media_type in INDEX_MEDIA_TYPES
+        else detail.get("artifactMediaType"),
+    )
+
+
+def _with(image: Image, **changes: Any) -> Image:
+    return replace(image, **changes)

@@ -1,0 +1,154 @@
+"""A repository's images as plain data, and the tags the build driver gives them.
+
+The build driver pushes, per build: an OCI image index tagged `<40-hex commit sha>`,
+`<branch-slug>-<sha[:7]>` and `<branch-slug>` (the last moves to the branch's newest image;
+`latest` too on the default branch), whose untagged children are the platform manifest(s)
+and an attestation manifest; and a BuildKit cache manifest tagged `cache-<branch-slug>`,
+which leaves the previous cache manifest untagged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_V1 = "application/vnd.docker.distribution.manifest.v1+json"
+INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+MANIFEST_MEDIA_TYPES = INDEX_MEDIA_TYPES | {OCI_MANIFEST, DOCKER_MANIFEST, DOCKER_MANIFEST_V1}
+# The config media type of a BuildKit registry cache exported with image-manifest=true.
+BUILDKIT_CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
+# buildx marks the attestation manifest in an index with this annotation.
+REFERENCE_TYPE_ANNOTATION = "vnd.docker.reference.type"
+ATTESTATION_MANIFEST = "attestation-manifest"
+
+CACHE_TAG_PREFIX = "cache-"
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
+_BUILD_TAG = re.compile(r"(?P<slug>.+)-(?P<short>[0-9a-f]{7})")
+_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def branch_slug(branch: str) -> str:
+    """The tag-safe form of a branch name, as the build driver writes it."""
+    return _SLUG_UNSAFE.sub("-", branch)
+
+
+def cache_tag(slug: str) -> str:
+    return f"{CACHE_TAG_PREFIX}{slug}"
+
+
+def short_digest(digest: str) -> str:
+    """`sha256:0123456789ab` for logs and reasons."""
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{algorithm}:{hexdigest[:12]}"
+
+
+class ChildRole(StrEnum):
+    PLATFORM = "platform manifest"
+    ATTESTATION = "attestation manifest"
+    INDEX = "nested index"
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRef:
+    """A manifest an image index references (ECR lists it as an untagged image of its own)."""
+
+    digest: str
+    role: ChildRole = ChildRole.PLATFORM
+    platform: str = ""
+
+    def describe(self) -> str:
+        return f"{self.role} {self.platform}".strip() if self.platform else str(self.role)
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """One manifest in a repository, as DescribeImages (and BatchGetImage for indexes) show it."""
+
+    digest: str
+    pushed_at: datetime
+    tags: tuple[str, ...] = ()
+    size_bytes: int = 0
+    media_type: str = OCI_MANIFEST
+    # DescribeImages' artifactMediaType: the config media type of an image manifest.
+    config_media_type: str | None = None
+    # For an index: the manifests it references, read with BatchGetImage.
+    children: tuple[ChildRef, ...] = ()
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_MEDIA_TYPES
+
+    @property
+    def is_cache(self) -> bool:
+        return self.config_media_type == BUILDKIT_CACHE_CONFIG
+
+    def build_branches(self) -> frozenset[str]:
+        """Slugs of the branches this image was built for, from its `<slug>-<sha[:7]>` tags.
+
+        With a full-sha tag present, only tags ending in that sha's first 7 characters
+        count, so a branch named like `fix-1234567` is not mistaken for a build tag.
+        """
+        shas = [tag for tag in self.tags if _FULL_SHA.fullmatch(tag)]
+        slugs: set[str] = set()
+        if shas:
+            for sha in shas:
+                suffix = f"-{sha[:7]}"
+                slugs.update(
+                    tag[: -len(suffix)]
+                    for tag in self.tags
+                    if tag.endswith(suffix) and len(tag) > len(suffix)
+                )
+            return frozenset(slugs)
+        for tag in self.tags:
+            match = _BUILD_TAG.fullmatch(tag)
+            if match and not tag.startswith(CACHE_TAG_PREFIX):
+                slugs.add(match["slug"])
+        return frozenset(slugs)
+
+
+def parse_index_children(manifest: str) -> tuple[ChildRef, ...]:
+    """The manifests an image index references; blob entries (old cache formats) are skipped."""
+    document = json.loads(manifest)
+    children: list[ChildRef] = []
+    for entry in document.get("manifests") or []:
+        media_type = entry.get("mediaType")
+        if media_type is not None and media_type not in MANIFEST_MEDIA_TYPES:
+            continue
+        annotations = entry.get("annotations") or {}
+        platform = entry.get("platform") or {}
+        if annotations.get(REFERENCE_TYPE_ANNOTATION) == ATTESTATION_MANIFEST:
+            role = ChildRole.ATTESTATION
+        elif media_type in INDEX_MEDIA_TYPES:
+            role = ChildRole.INDEX
+        else:
+            role = ChildRole.PLATFORM
+        platform_text = "/".join(
+            part
+            for part in (platform.get("os"), platform.get("architecture"), platform.get("variant"))
+            if part
+        )
+        if role is ChildRole.ATTESTATION:
+            platform_text = ""
+        children.append(ChildRef(digest=entry["digest"], role=role, platform=platform_text))
+    return tuple(children)
+
+
+def parse_config_media_type(manifest: str) -> str | None:
+    """The config media type of an image manifest (None for an index or a v1 manifest)."""
+    document = json.loads(manifest)
+    config = document.get("config")
+    if isinstance(config, dict):
+        media_type = config.get("mediaType")
+        return str(media_type) if media_type else None
+    return None
+
+
+def is_manifest_document_index(manifest: str) -> bool:
+    return "manifests" in json.loads(manifest)

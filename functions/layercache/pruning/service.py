@@ -1,0 +1,148 @@
+"""One pruning run: find what runs, then per repository read, plan, log and (unless dry) delete."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+
+from layercache.pruning.ecr import DeleteOutcome, EcrRegistry
+from layercache.pruning.in_use import EcsTasks, InUseSource, LambdaFunctions, collect
+from layercache.pruning.plan import Plan, Policy, make_plan
+from layercache.pruning.settings import PrunerSettings
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr import ECRClient
+
+logger = Logger(child=True)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RepositoryReport:
+    repository: str
+    dry_run: bool
+    plan: Plan
+    outcome: DeleteOutcome | None
+    aws_calls: int
+
+    @property
+    def images_kept(self) -> int:
+        return len(self.plan.kept)
+
+    @property
+    def images_deleted(self) -> int:
+        return len(self.outcome.deleted) if self.outcome else 0
+
+    @property
+    def bytes_freed(self) -> int:
+        return self.outcome.bytes_freed if self.outcome else 0
+
+    @property
+    def failures(self) -> int:
+        return len(self.outcome.failed) + len(self.outcome.skipped) if self.outcome else 0
+
+    def summary(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            "repository": self.repository,
+            "dry_run": self.dry_run,
+            "images": len(self.plan.decisions),
+            "kept": self.images_kept,
+            "planned_deletions": len(self.plan.deleted),
+            "planned_bytes": self.plan.bytes_to_free,
+            "reasons": self.plan.reason_counts(),
+            "aws_calls": self.aws_calls,
+        }
+        if self.outcome is not None:
+            summary |= {
+                "deleted": self.images_deleted,
+                "already_gone": len(self.outcome.already_gone),
+                "failed": [vars(f) for f in self.outcome.failed],
+                "skipped": [vars(f) for f in self.outcome.skipped],
+                "bytes_freed": self.bytes_freed,
+            }
+        return summary
+
+
+class Pruner:
+    """Prunes the configured repositories under the configured policy."""
+
+    def __init__(
+        self,
+        settings: PrunerSettings,
+        registry: EcrRegistry,
+        in_use_sources: Sequence[InUseSource] = (),
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self._registry = registry
+        self._in_use_sources = in_use_sources
+        self._clock = clock
+
+    def run(self) -> list[RepositoryReport]:
+        in_use = collect(self._in_use_sources)
+        policy = self.settings.policy(in_use)
+        return [self.prune(repository, policy) for repository in self.settings.repositories]
+
+    def prune(self, repository: str, policy: Policy) -> RepositoryReport:
+        dry_run = self.settings.prune_dry_run
+        calls_before = self._registry.total_calls
+        images = self._registry.snapshot(repository)
+        plan = make_plan(images, policy, self._clock())
+        _log_plan(repository, plan, dry_run)
+        outcome = None if dry_run else self._registry.delete(repository, plan)
+        report = RepositoryReport(
+            repository=repository,
+            dry_run=dry_run,
+            plan=plan,
+            outcome=outcome,
+            aws_calls=self._registry.total_calls - calls_before,
+        )
+        logger.info("Pruned repository", extra={"summary": report.summary()})
+        return report
+
+
+def _log_plan(repository: str, plan: Plan, dry_run: bool) -> None:
+    """Every deletion with its reason; kept images too on a dry run (at debug level otherwise)."""
+    for decision in plan.kept:
+        record = {"repository": repository, "dry_run": dry_run, **decision.log_record()}
+        if dry_run:
+            logger.info("Plan: keep", extra=record)
+        else:
+            logger.debug("Plan: keep", extra=record)
+    for decision in plan.deleted:
+        record = {"repository": repository, "dry_run": dry_run, **decision.log_record()}
+        logger.info("Plan: delete", extra=record)
+
+
+def dry_run_plan(
+    ecr_client: ECRClient | Any,
+    repository: str,
+    policy: Policy | None = None,
+    now: datetime | None = None,
+    in_use: Mapping[str, str] | None = None,
+) -> tuple[Plan, int]:
+    """A full dry-run plan of `repository` and the number of AWS calls it took (benchmark hook)."""
+    registry = EcrRegistry(ecr_client)
+    policy = policy or Policy(in_use=dict(in_use or {}))
+    plan = make_plan(registry.snapshot(repository), policy, now or utc_now())
+    return plan, registry.total_calls
+
+
+@cache
+def default_service() -> Pruner:
+    """The pruner as the deployed function runs it (tests call `default_service.cache_clear()`)."""
+    settings = PrunerSettings.from_env()
+    sources: list[InUseSource] = []
+    if settings.prune_check_ecs_tasks:
+        sources.append(EcsTasks())
+    if settings.prune_check_lambda_functions:
+        sources.append(LambdaFunctions())
+    return Pruner(settings, EcrRegistry(), sources)

@@ -1,0 +1,74 @@
+"""ImagePrunerFunction's settings, read once from the environment template.yaml sets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from layercache.pruning.plan import Policy
+
+_REPOSITORY_ARN_MARK = ":repository/"
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class PrunerSettings(BaseModel):
+    """Field `x_y` is read from the variable `X_Y`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    image_repository_name: str = Field(min_length=1)
+    build_project_name: str = ""
+    # Repository ARNs (or names) to prune; empty: the stack's own image repository.
+    prune_repositories: tuple[str, ...] = ()
+    prune_protected_tags: tuple[str, ...] = ("latest", "v*")
+    prune_keep_per_branch: int = Field(default=5, ge=1)
+    prune_keep_days: float = Field(default=7.0, ge=0)
+    prune_dry_run: bool = False
+    prune_check_ecs_tasks: bool = True
+    prune_check_lambda_functions: bool = True
+
+    _split = field_validator("prune_repositories", "prune_protected_tags", mode="before")(
+        _split_csv
+    )
+
+    @field_validator("prune_repositories")
+    @classmethod
+    def _valid_repositories(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if entry.startswith("arn:") and _REPOSITORY_ARN_MARK not in entry:
+                raise ValueError(f"not an ECR repository ARN: {entry}")
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        environ = os.environ if environ is None else environ
+        values = {
+            name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ
+        }
+        return cls.model_validate(values)
+
+    @property
+    def repositories(self) -> tuple[str, ...]:
+        """Names of the repositories to prune (ARNs reduced to their repository name)."""
+        if not self.prune_repositories:
+            return (self.image_repository_name,)
+        return tuple(
+            entry.split(_REPOSITORY_ARN_MARK, 1)[1] if entry.startswith("arn:") else entry
+            for entry in self.prune_repositories
+        )
+
+    def policy(self, in_use: Mapping[str, str] | None = None) -> Policy:
+        return Policy(
+            protected_tags=self.prune_protected_tags,
+            keep_per_branch=self.prune_keep_per_branch,
+            keep_days=self.prune_keep_days,
+            in_use=dict(in_use or {}),
+        )

@@ -1,0 +1,283 @@
+"""moto's ECR made to behave like ECR where the pruner depends on it; builds pushed as buildx does.
+
+moto 5.2 differs from ECR in four ways that matter here (see DESIGN.md); the fixtures fix
+each of them:
+- BatchDeleteImage does not report deleted untagged images: `ecr_like` reports them.
+- DescribeImages returns every image in one page: `ecr_like` pages it as ECR does
+  (maxResults 1..1000, default 100, nextToken) and records the page sizes asked for.
+- moto deletes a manifest an index still references: `ecr_like` refuses it as ECR does,
+  with the failure code ImageReferencedByManifestList, and counts the refusals.
+- moving a tag deletes the old image when it had no other tag, where ECR leaves it untagged:
+  `Registry` moves tags itself, so superseded indexes and cache manifests stay, untagged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import boto3
+import pytest
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.core.responses import ActionResult
+from moto.ecr.models import ECRBackend, ecr_backends
+from moto.ecr.responses import ECRResponse
+
+from layercache.pruning.model import (
+    BUILDKIT_CACHE_CONFIG,
+    INDEX_MEDIA_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    branch_slug,
+    parse_index_children,
+)
+
+REGION = "us-east-1"
+NOW = datetime.now(UTC).replace(microsecond=0)
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+IN_TOTO = "application/vnd.in-toto+json"
+
+
+def sha256(data: bytes | str) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def commit_of(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()  # noqa: S324 - a fake git commit id
+
+
+@dataclass
+class EcrLike:
+    """What the ECR model saw: DescribeImages page sizes, batch sizes, refusals."""
+
+    describe_page_sizes: list[int | None] = field(default_factory=list)
+    delete_batch_sizes: list[int] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def ecr_like(monkeypatch: pytest.MonkeyPatch) -> EcrLike:
+    seen = EcrLike()
+    original_delete = ECRBackend.batch_delete_image
+
+    def batch_delete_image(
+        self: ECRBackend,
+        repository_name: str,
+        registry_id: str | None = None,
+        image_ids: list[dict[str, str]] | None = None,
+    ) -> dict[str, Any]:
+        image_ids = list(image_ids or [])
+        if not any("imageDigest" in image_id for image_id in image_ids):
+            # By tag only: moto's own tag moves come this way; nothing to refuse.
+            return original_delete(self, repository_name, registry_id, image_ids)
+        seen.delete_batch_sizes.append(len(image_ids))
+        assert len(image_ids) <= 100, "ECR takes at most 100 image ids per BatchDeleteImage"
+        repository = self.repositories[repository_name]
+        referenced = {
+            child.digest
+            for image in repository.images
+            if image.image_manifest_media_type in INDEX_MEDIA_TYPES
+            for child in parse_index_children(image.image_manifest)
+        }
+        refused = [i for i in image_ids if i.get("imageDigest") in referenced]
+        allowed = [i for i in image_ids if i not in refused]
+        before = {image.image_digest for image in repository.images}
+        response: dict[str, Any] = (
+            original_delete(self, repository_name, registry_id, allowed)
+            if allowed
+            else {"imageIds": [], "failures": []}
+        )
+        # moto reports a deleted image once per tag, so an untagged one not at all; ECR
+        # reports every deleted image.
+        after = {image.image_digest for image in repository.images}
+        answered = {getattr(i, "image_digest", None) for i in response["imageIds"]}
+        response["imageIds"] = list(response["imageIds"]) + [
+            {"imageDigest": i["imageDigest"]}
+            for i in allowed
+            if i["imageDigest"] in before - after and i["imageDigest"] not in answered
+        ]
+        for image_id in refused:
+            seen.refused.append(image_id["imageDigest"])
+            response["failures"].append(
+                {
+                    "imageId": {"imageDigest": image_id["imageDigest"]},
+                    "failureCode": "ImageReferencedByManifestList",
+                    "failureReason": "Requested image referenced by manifest list",
+                }
+            )
+        return response
+
+    original_describe = ECRResponse.describe_images
+
+    def describe_images(self: ECRResponse) -> Any:
+        max_results = self._get_param("maxResults")
+        seen.describe_page_sizes.append(max_results)
+        if self._get_param("imageIds"):
+            return original_describe(self)
+        assert max_results is None or 1 <= max_results <= 1000, "ECR: maxResults 1..1000"
+        limit = max_results or 100
+        start = int(self._get_param("nextToken") or 0)
+        payload = cast(dict[str, Any], original_describe(self).result)
+        details = payload["imageDetails"]
+        page: dict[str, Any] = {"imageDetails": details[start : start + limit]}
+        if start + limit < len(details):
+            page["nextToken"] = str(start + limit)
+        return ActionResult(page)
+
+    monkeypatch.setattr(ECRBackend, "batch_delete_image", batch_delete_image)
+    monkeypatch.setattr(ECRResponse, "describe_images", describe_images)
+    return seen
+
+
+@dataclass
+class Pushed:
+    """The manifests of one build: its index and the index's children."""
+
+    index: str
+    platforms: list[str]
+    attestation: str
+    tags: list[str]
+
+    @property
+    def digests(self) -> set[str]:
+        return {self.index, self.attestation, *self.platforms}
+
+
+class Registry:
+    """Pushes what the build driver pushes, with real OCI manifests, into moto's ECR."""
+
+    def __init__(self, repository: str) -> None:
+        self.repository = repository
+        self.client = boto3.client("ecr", region_name=REGION)
+        self._counter = 0
+
+    # ------------------------------------------------------------ pushing
+
+    def push_build(
+        self,
+        branch: str,
+        name: str,
+        *,
+        days_ago: float = 30,
+        platforms: tuple[str, ...] = ("linux/amd64",),
+        latest: bool = False,
+        extra_tags: tuple[str, ...] = (),
+    ) -> Pushed:
+        sha = commit_of(name)
+        slug = branch_slug(branch)
+        descriptors: list[dict[str, Any]] = []
+        platform_digests: list[str] = []
+        for platform in platforms:
+            os_name, architecture = platform.split("/")[:2]
+            manifest = self._image_manifest(f"{name}/{platform}", OCI_CONFIG, OCI_LAYER, 3)
+            digest = self._put(manifest, None, days_ago)
+            platform_digests.append(digest)
+            descriptors.append(
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": digest,
+                    "size": len(manifest),
+                    "platform": {"architecture": architecture, "os": os_name},
+                }
+            )
+        attestation = self._image_manifest(f"{name}/attestation", OCI_CONFIG, IN_TOTO, 1)
+        attestation_digest = self._put(attestation, None, days_ago)
+        descriptors.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": attestation_digest,
+                "size": len(attestation),
+                "annotations": {
+                    "vnd.docker.reference.digest": platform_digests[0],
+                    "vnd.docker.reference.type": "attestation-manifest",
+                },
+                "platform": {"architecture": "unknown", "os": "unknown"},
+            }
+        )
+        index = json.dumps(
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}, indent=2
+        )
+        tags = [sha, f"{slug}-{sha[:7]}", *extra_tags, *(["latest"] if latest else []), slug]
+        index_digest = self._put(index, tags, days_ago)
+        return Pushed(index_digest, platform_digests, attestation_digest, tags)
+
+    def push_cache(self, branch: str, name: str, *, days_ago: float = 30) -> str:
+        """A cache export: the new cache manifest takes `cache-<slug>` from the previous one."""
+        manifest = self._image_manifest(f"cache/{name}", BUILDKIT_CACHE_CONFIG, OCI_LAYER, 4)
+        return self._put(manifest, [f"cache-{branch_slug(branch)}"], days_ago)
+
+    def push_untagged(self, name: str, *, days_ago: float = 30, cache: bool = False) -> str:
+        config = BUILDKIT_CACHE_CONFIG if cache else OCI_CONFIG
+        return self._put(self._image_manifest(name, config, OCI_LAYER, 2), None, days_ago)
+
+    def _image_manifest(self, name: str, config_type: str, layer_type: str, layers: int) -> str:
+        self._counter += 1
+        return json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {
+                    "mediaType": config_type,
+                    "digest": sha256(f"{name}/config"),
+                    "size": 1500,
+                },
+                "layers": [
+                    {"mediaType": layer_type, "digest": sha256(f"{name}/{n}"), "size": 1_000_000}
+                    for n in range(layers)
+                ],
+            },
+            indent=2,
+        )
+
+    def _put(self, manifest: str, tags: list[str] | None, days_ago: float) -> str:
+        digest = sha256(manifest)
+        media_type = json.loads(manifest)["mediaType"]
+        arguments: dict[str, Any] = {
+            "repositoryName": self.repository,
+            "imageManifest": manifest,
+            "imageManifestMediaType": media_type,
+            "imageDigest": digest,
+        }
+        if not tags:
+            self.client.put_image(**arguments)
+        for tag in tags or []:
+            self._untag_elsewhere(tag, digest)
+            self.client.put_image(**arguments, imageTag=tag)
+        self.set_pushed_at(digest, NOW - timedelta(days=days_ago))
+        return digest
+
+    # ------------------------------------------------------------ ECR's behaviour moto lacks
+
+    def _images(self) -> list[Any]:
+        backend = ecr_backends[DEFAULT_ACCOUNT_ID][REGION]
+        return list(backend.repositories[self.repository].images)
+
+    def _untag_elsewhere(self, tag: str, digest: str) -> None:
+        """ECR moves a tag and leaves the image it left, even untagged; moto would delete it."""
+        for image in self._images():
+            if tag in image.image_tags and image.image_digest != digest:
+                image.image_tags.remove(tag)
+                image.image_tag = image.image_tags[-1] if image.image_tags else None
+
+    def set_pushed_at(self, digest: str, when: datetime) -> None:
+        for image in self._images():
+            if image.image_digest == digest:
+                image.image_pushed_at = int(when.timestamp())
+
+    # ------------------------------------------------------------ reading back
+
+    def digests(self) -> set[str]:
+        return {image.image_digest for image in self._images()}
+
+    def tags_of(self, digest: str) -> list[str]:
+        return next(list(i.image_tags) for i in self._images() if i.image_digest == digest)
+
+
+@pytest.fixture
+def registry(stack: Any) -> Registry:
+    return Registry(stack.repository_name)

@@ -1,0 +1,203 @@
+"""Error paths against botocore Stubbers: throttling, per-image retries, ECS and Lambda in use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
+
+from layercache.pruning.ecr import EcrRegistry, SnapshotError
+from layercache.pruning.in_use import EcsTasks, LambdaFunctions, collect
+from layercache.pruning.model import Image
+from layercache.pruning.plan import Policy, make_plan
+
+NOW = datetime(2025, 6, 1, tzinfo=UTC)
+REPOSITORY = "team/service"
+ECR_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/service"
+
+
+def digest(n: int) -> str:
+    return f"sha256:{n:064x}"
+
+
+@pytest.fixture
+def ecr() -> Iterator[tuple[Any, Stubber]]:
+    client = boto3.client("ecr", region_name="us-east-1")
+    with Stubber(client) as stubber:
+        yield client, stubber
+        stubber.assert_no_pending_responses()
+
+
+def old_plan(count: int) -> Any:
+    images = [Image(digest(n), NOW - timedelta(days=30)) for n in range(count)]
+    return make_plan(images, Policy(), NOW)
+
+
+def test_throttling_backs_off_exponentially_then_succeeds(ecr: tuple[Any, Stubber]) -> None:
+    client, stubber = ecr
+    for _ in range(3):
+        stubber.add_client_error("batch_delete_image", "ThrottlingException", "Rate exceeded", 400)
+    stubber.add_response(
+        "batch_delete_image",
+        {"imageIds": [{"imageDigest": digest(0)}], "failures": []},
+        {"repositoryName": REPOSITORY, "imageIds": [{"imageDigest": digest(0)}]},
+    )
+    sleeps: list[float] = []
+    registry = EcrRegistry(client, sleep=sleeps.append, base_delay=1.0)
+
+    outcome = registry.delete(REPOSITORY, old_plan(1))
+
+    assert [image.digest for image in outcome.deleted] == [digest(0)]
+    assert len(sleeps) == 3
+    # Exponential with jitter: attempt n waits between half and all of 2**(n-1) seconds.
+    for attempt, delay in enumerate(sleeps):
+        assert 2**attempt / 2 <= delay <= 2**attempt
+    assert registry.calls["batch_delete_image"] == 4
+
+
+def test_throttling_that_does_not_end_is_raised(ecr: tuple[Any, Stubber]) -> None:
+    client, stubber = ecr
+    for _ in range(3):
+        stubber.add_client_error("describe_images", "ThrottlingException", "Rate exceeded", 400)
+    registry = EcrRegistry(client, sleep=lambda _: None, throttle_attempts=3)
+    with pytest.raises(ClientError, match="ThrottlingException"):
+        registry.snapshot(REPOSITORY)
+
+
+def test_per_image_failures_are_retried_once_then_reported(ecr: tuple[Any, Stubber]) -> None:
+    client, stubber = ecr
+    ids = [{"imageDigest": digest(n)} for n in range(3)]
+    kms = {"failureCode": "KmsError", "failureReason": "KMS throttled the decrypt"}
+    stubber.add_response(
+        "batch_delete_image",
+        {
+            "imageIds": [ids[0]],
+            "failures": [{"imageId": ids[1], **kms}, {"imageId": ids[2], **kms}],
+        },
+        {"repositoryName": REPOSITORY, "imageIds": ids},
+    )
+    stubber.add_response(
+        "batch_delete_image",
+        {"imageIds": [ids[1]], "failures": [{"imageId": ids[2], **kms}]},
+        {"repositoryName": REPOSITORY, "imageIds": ids[1:]},
+    )
+    outcome = EcrRegistry(client, sleep=lambda _: None).delete(REPOSITORY, old_plan(3))
+
+    assert {image.digest for image in outcome.deleted} == {digest(0), digest(1)}
+    assert [(f.digest, f.code) for f in outcome.failed] == [(digest(2), "KmsError")]
+
+
+def test_an_index_that_cannot_be_read_stops_the_run(ecr: tuple[Any, Stubber]) -> None:
+    """Without an index's children, any untagged manifest might be one: plan nothing."""
+    client, stubber = ecr
+    index = {
+        "imageDigest": digest(1),
+        "imageTags": ["main"],
+        "imagePushedAt": NOW,
+        "imageManifestMediaType": "application/vnd.oci.image.index.v1+json",
+    }
+    stubber.add_response(
+        "describe_images",
+        {"imageDetails": [index]},
+        {"repositoryName": REPOSITORY, "maxResults": 1000},
+    )
+    failure = {
+        "imageId": {"imageDigest": digest(1)},
+        "failureCode": "KmsError",
+        "failureReason": "no key",
+    }
+    for _ in range(2):
+        stubber.add_response(
+            "batch_get_image",
+            {"images": [], "failures": [failure]},
+            {
+                "repositoryName": REPOSITORY,
+                "imageIds": [{"imageDigest": digest(1)}],
+                "acceptedMediaTypes": [
+                    "application/vnd.oci.image.index.v1+json",
+                    "application/vnd.docker.distribution.manifest.list.v2+json",
+                    "application/vnd.oci.image.manifest.v1+json",
+                    "application/vnd.docker.distribution.manifest.v2+json",
+                ],
+            },
+        )
+    with pytest.raises(SnapshotError, match="KmsError"):
+        EcrRegistry(client, sleep=lambda _: None).snapshot(REPOSITORY)
+
+
+def test_ecs_running_tasks_report_their_container_digests() -> None:
+    client = boto3.client("ecs", region_name="us-east-1")
+    cluster = "arn:aws:ecs:us-east-1:123456789012:cluster/prod"
+    task = "arn:aws:ecs:us-east-1:123456789012:task/prod/0f1e2d3c"
+    with Stubber(client) as stubber:
+        stubber.add_response("list_clusters", {"clusterArns": [cluster]}, {})
+        stubber.add_response(
+            "list_tasks",
+            {"taskArns": [task]},
+            {"cluster": cluster, "desiredStatus": "RUNNING"},
+        )
+        stubber.add_response(
+            "describe_tasks",
+            {
+                "tasks": [
+                    {
+                        "taskArn": task,
+                        "containers": [
+                            {"name": "app", "image": "repo:main", "imageDigest": digest(7)},
+                            {"name": "sidecar", "image": f"repo@{digest(8)}"},
+                        ],
+                    }
+                ],
+                "failures": [],
+            },
+            {"cluster": cluster, "tasks": [task]},
+        )
+        found = EcsTasks(client).digests()
+    assert found == {digest(7): f"ECS task {task}", digest(8): f"ECS task {task}"}
+
+
+def test_lambda_functions_report_the_digest_of_every_version() -> None:
+    client = boto3.client("lambda", region_name="us-east-1")
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:api"
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "list_functions",
+            {
+                "Functions": [
+                    {"FunctionArn": f"{arn}:$LATEST", "PackageType": "Image"},
+                    {"FunctionArn": f"{arn}:3", "PackageType": "Image"},
+                    {"FunctionArn": f"{arn}-zip:$LATEST", "PackageType": "Zip"},
+                ]
+            },
+            {"FunctionVersion": "ALL"},
+        )
+        for version, n in (("$LATEST", 1), ("3", 2)):
+            stubber.add_response(
+                "get_function",
+                {
+                    "Code": {
+                        "RepositoryType": "ECR",
+                        "ImageUri": f"{ECR_URI}:main",
+                        "ResolvedImageUri": f"{ECR_URI}@{digest(n)}",
+                    }
+                },
+                {"FunctionName": f"{arn}:{version}"},
+            )
+        found = collect([LambdaFunctions(client)])
+    assert found == {
+        digest(1): f"Lambda function {arn}:$LATEST",
+        digest(2): f"Lambda function {arn}:3",
+    }
+
+
+def test_an_in_use_check_that_fails_stops_the_run() -> None:
+    client = boto3.client("ecs", region_name="us-east-1")
+    with Stubber(client) as stubber:
+        stubber.add_client_error("list_clusters", "AccessDeniedException", "not allowed", 400)
+        with pytest.raises(ClientError, match="AccessDenied"):
+            collect([EcsTasks(client)])
