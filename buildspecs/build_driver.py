@@ -530,7 +530,7 @@ def build(request: BuildRequest, *, docker: str = "docker", workdir: Path) -> Bu
     if summary.image_exported and summary.cache_export_error:
         return keep_image_without_cache(request, summary, attempt, cache_from, warnings)
 
-    if cache_from and not summary.failed_steps():
+    if cache_from and summary.cached_steps and not summary.failed_steps():
         # The image could not be made from the cache (a layer missing, a corrupt or
         # unreachable cache): build everything once more, without it.
         warnings.append(
