@@ -35,6 +35,7 @@ Failure policy:
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import json
 import os
@@ -44,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,10 @@ EXPORTED_VARIABLES = (
     "LAYERCACHE_TOTAL_STEPS",
     "LAYERCACHE_CACHE_STATUS",
 )
+
+
+AttemptRunner = Callable[[Sequence[str], str | None, bool], "Attempt"]
+"""Runs one build attempt: (cache_from refs, cache_to ref or None, no_cache)."""
 
 
 class BuildFailed(Exception):
@@ -214,7 +219,7 @@ class Vertex:
     def is_step(self) -> bool:
         """A Dockerfile instruction other than FROM (base images are not cacheable work)."""
         match = STEP_NAME.match(self.name)
-        return bool(match) and match.group("instruction") != "FROM"
+        return match is not None and match.group("instruction") != "FROM"
 
     @property
     def seconds(self) -> float:
@@ -317,8 +322,12 @@ def summarize(vertices: Sequence[Vertex]) -> ProgressSummary:
     export_starts = [vertex.started for vertex in image_exports if vertex.started]
     build_seconds = 0.0
     if starts:
-        build_end = min(export_starts) if export_starts else max(
-            (vertex.completed for vertex in vertices if vertex.completed), default=min(starts)
+        build_end = (
+            min(export_starts)
+            if export_starts
+            else max(
+                (vertex.completed for vertex in vertices if vertex.completed), default=min(starts)
+            )
         )
         build_seconds = max(0.0, (build_end - min(starts)).total_seconds())
     image_error = next((vertex.error for vertex in image_exports if vertex.error), "")
@@ -433,8 +442,6 @@ def run_attempt(docker: str, args: Sequence[str], metadata_file: Path) -> Attemp
 
 def echo_logs(stream: str) -> None:
     """Print the build's own output (RUN logs, errors) readably to the build log."""
-    import base64
-
     for status in iter_json_objects(stream):
         for entry in status.get("logs") or []:
             data = entry.get("data")
@@ -552,7 +559,7 @@ def build(request: BuildRequest, *, docker: str = "docker", workdir: Path) -> Bu
 def keep_image_without_cache(
     request: BuildRequest,
     summary: ProgressSummary,
-    attempt: Any,
+    attempt: AttemptRunner,
     cache_from: Sequence[str],
     warnings: list[str],
 ) -> BuildReport:
@@ -566,7 +573,7 @@ def keep_image_without_cache(
         f"the cache ref {request.cache_ref(request.branch)} was not updated"
     )
     warn(warnings[-1])
-    repeat: Attempt = attempt(cache_from, None, False)
+    repeat = attempt(cache_from, None, False)
     if repeat.returncode != 0:
         raise BuildFailed(last_error(repeat.progress))
     return BuildReport(repeat.digest, request.tags(), summary, "export-failed", warnings)
@@ -591,8 +598,10 @@ def last_error(stream: str) -> str:
 
 
 def request_from(args: argparse.Namespace, env: Mapping[str, str]) -> BuildRequest:
-    commit = args.commit or env.get("LAYERCACHE_COMMIT") or env.get(
-        "CODEBUILD_RESOLVED_SOURCE_VERSION", ""
+    commit = (
+        args.commit
+        or env.get("LAYERCACHE_COMMIT")
+        or env.get("CODEBUILD_RESOLVED_SOURCE_VERSION", "")
     )
     request = BuildRequest(
         repository=args.repository or env.get("LAYERCACHE_IMAGE_REPOSITORY_URI", ""),

@@ -22,16 +22,17 @@ pytestmark = pytest.mark.docker
 # step, as the docs ask Dockerfiles to do.
 DOCKERFILE = """\
 FROM {base} AS builder
-RUN dd if=/dev/urandom of=/deps-a bs=1M count=3 2>/dev/null && sleep 2
-RUN dd if=/dev/urandom of=/deps-b bs=1M count=3 2>/dev/null && sleep 2
+RUN dd if=/dev/urandom of=/deps-a bs=1M count=3 && sleep 2
+RUN dd if=/dev/urandom of=/deps-b bs=1M count=3 && sleep 2
 COPY src/ /src/
-RUN cat /src/app.txt > /app.bin && dd if=/dev/urandom bs=1M count=2 2>/dev/null >> /app.bin && sleep 1
+RUN cat /src/app.txt > /app.bin && dd if=/dev/urandom bs=1M count=2 >> /app.bin && sleep 1
 
 FROM {base}
-RUN dd if=/dev/urandom of=/runtime bs=1M count=3 2>/dev/null && sleep 2
+RUN dd if=/dev/urandom of=/runtime bs=1M count=3 && sleep 2
 ARG LAYERCACHE_REFRESH_DATE
-RUN echo "packages of ${LAYERCACHE_REFRESH_DATE:-never}" > /os-packages && dd if=/dev/urandom of=/os bs=1M count=3 2>/dev/null && sleep 1
-RUN dd if=/dev/urandom of=/app-deps bs=1M count=3 2>/dev/null && sleep 1
+RUN echo "$LAYERCACHE_REFRESH_DATE" > /os-packages && dd if=/dev/urandom of=/os bs=1M count=3 \\
+    && sleep 1
+RUN dd if=/dev/urandom of=/app-deps bs=1M count=3 && sleep 1
 COPY --from=builder /app.bin /app.bin
 RUN wc -c /app.bin > /manifest.txt
 """
@@ -80,9 +81,20 @@ def test_cold_build_pushes_image_and_cache(rig: Rig, context: Path, repo: str) -
     assert_ok(outcome)
 
     name = name_of(repo)
-    assert set(rig.registry.tags(name)) == {commit, "main", f"main-{commit[:7]}", "latest", "cache-main"}
+    assert set(rig.registry.tags(name)) == {
+        commit,
+        "main",
+        f"main-{commit[:7]}",
+        "latest",
+        "cache-main",
+    }
     variables = outcome.variables
-    assert variables["LAYERCACHE_IMAGE_TAGS"].split(",") == [commit, "main", f"main-{commit[:7]}", "latest"]
+    assert variables["LAYERCACHE_IMAGE_TAGS"].split(",") == [
+        commit,
+        "main",
+        f"main-{commit[:7]}",
+        "latest",
+    ]
     _, _, headers = rig.registry.request(
         "HEAD", f"/v2/{name}/manifests/{commit}", "application/vnd.oci.image.index.v1+json"
     )
@@ -106,7 +118,9 @@ def test_cold_build_pushes_image_and_cache(rig: Rig, context: Path, repo: str) -
     image_layers = {layer["digest"] for layer in image_manifest["layers"]}
     assert image_layers - cache_layers <= {image_manifest["layers"][0]["digest"]}  # the base
     assert len(cache_layers - image_layers) >= 3  # deps-a, deps-b, app.bin (builder stage)
-    assert rig.registry.traffic(since=mark).uploaded_bytes > 15 * 1024 * 1024  # 17 MB of random data
+    assert (
+        rig.registry.traffic(since=mark).uploaded_bytes > 15 * 1024 * 1024
+    )  # 17 MB of random data
 
 
 def test_unchanged_rebuild_is_all_cache_and_downloads_no_layer(
@@ -182,9 +196,10 @@ def test_refresh_rebuilds_from_the_dated_step_on(rig: Rig, context: Path, repo: 
 
     assert cached(refresh, *BUILDER_STEPS) == [True] * 4
     assert cached(refresh, "/runtime") == [True]
-    assert cached(refresh, "/os-packages", "/app-deps", "COPY --from=builder", "/manifest.txt") == [
-        False
-    ] * 4
+    assert (
+        cached(refresh, "/os-packages", "/app-deps", "COPY --from=builder", "/manifest.txt")
+        == [False] * 4
+    )
     assert "--pull" in refresh.log
     assert "LAYERCACHE_REFRESH_DATE=2026-11-29" in refresh.log
 

@@ -28,6 +28,7 @@ every layer of the image on a cached rebuild).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -37,7 +38,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -105,7 +106,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
+def _wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -152,7 +153,9 @@ class RegistryTraffic:
 
 
 def parse_registry_log(
-    lines: Iterable[str], blob_size: Any, layer_digests: frozenset[str] = frozenset()
+    lines: Iterable[str],
+    blob_size: Callable[[str], int],
+    layer_digests: frozenset[str] = frozenset(),
 ) -> RegistryTraffic:
     """Blob downloads and uploads from a distribution registry's JSON log.
 
@@ -289,8 +292,6 @@ class Registry:
         self, method: str, path: str, accept: str = ""
     ) -> tuple[int, bytes, dict[str, str]]:
         """One HTTP request to the registry API (plain HTTP on loopback)."""
-        import http.client
-
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         headers = {"Accept": accept} if accept else {}
         connection.request(method, path, headers=headers)

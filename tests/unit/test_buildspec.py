@@ -1,0 +1,372 @@
+"""The buildspec, the build driver's pure parts, and how CodeBuild reaches the driver.
+
+No network and no Docker: the docker tier (tests/docker) runs the same buildspec and
+driver against a real engine and registry.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from layercache.build_records import BuildMode
+from layercache_dev.driver import DRIVER_PATH, build_driver
+from layercache_dev.rig import BUILDSPEC, BUILDSPECS, buildspec_script
+from layercache_dev.template import resource
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+BUILDSPEC_DATA: dict[str, Any] = yaml.safe_load(BUILDSPEC.read_text())
+
+
+def commands(phase: str) -> list[str]:
+    found: list[str] = BUILDSPEC_DATA["phases"][phase]["commands"]
+    return found
+
+
+# ---------------------------------------------------------------- the buildspec
+
+
+def test_buildspec_parses_and_exports_what_the_driver_reports() -> None:
+    assert str(BUILDSPEC_DATA["version"]) == "0.2"
+    assert BUILDSPEC_DATA["env"]["shell"] == "bash"
+    exported = BUILDSPEC_DATA["env"]["exported-variables"]
+    assert tuple(exported) == build_driver.EXPORTED_VARIABLES
+    for name in (
+        "LAYERCACHE_IMAGE_DIGEST",
+        "LAYERCACHE_IMAGE_TAGS",
+        "LAYERCACHE_CACHE_HIT_RATIO",
+        "LAYERCACHE_CACHE_REF_HIT",
+        "LAYERCACHE_BUILD_SECONDS",
+        "LAYERCACHE_PUSH_SECONDS",
+    ):
+        assert name in exported
+
+
+def test_build_phase_calls_the_driver_the_tests_call() -> None:
+    build = commands("build")
+    assert build[0] == 'python3 "$LAYERCACHE_DRIVER_DIR/build_driver.py"'
+    assert build[1] == '. "$LAYERCACHE_EXPORT_FILE"'
+    # The rig points LAYERCACHE_DRIVER_DIR at buildspecs/, the directory the template
+    # packages as the driver bundle: one file for tests and CodeBuild.
+    assert DRIVER_PATH == BUILDSPECS / "build_driver.py"
+    assert Path(str(build_driver.__file__)) == DRIVER_PATH
+    assert resource("BuildDriverBundle")["Properties"]["ContentUri"] == "buildspecs/"
+
+
+def test_install_phase_fetches_the_bundle_unless_a_driver_dir_is_given() -> None:
+    (install,) = commands("install")
+    assert 'if [ -z "${LAYERCACHE_DRIVER_DIR:-}" ]' in install
+    assert 'aws lambda get-layer-version-by-arn --arn "$LAYERCACHE_DRIVER_BUNDLE"' in install
+    assert "--query Content.Location" in install
+    assert "unzip" in install
+    assert "export LAYERCACHE_DRIVER_DIR" in install
+
+
+def test_commit_falls_back_to_the_resolved_source_version() -> None:
+    assert (
+        'export LAYERCACHE_COMMIT="${LAYERCACHE_COMMIT:-$CODEBUILD_RESOLVED_SOURCE_VERSION}"'
+        in commands("pre_build")
+    )
+
+
+def test_template_wires_the_bundle_with_least_privilege() -> None:
+    project = resource("ImageBuildProject")["Properties"]
+    env = {item["Name"]: item["Value"] for item in project["Environment"]["EnvironmentVariables"]}
+    assert env["LAYERCACHE_DRIVER_BUNDLE"] == {"Ref": "BuildDriverBundle"}
+    assert env["LAYERCACHE_BUILDER"] == "docker-container"
+    assert project["Environment"]["PrivilegedMode"] is True
+    statements = resource("BuildProjectRole")["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    fetch = [s for s in statements if isinstance(s, dict) and s.get("Sid") == "FetchBuildDriver"]
+    assert fetch == [
+        {
+            "Sid": "FetchBuildDriver",
+            "Effect": "Allow",
+            "Action": "lambda:GetLayerVersion",
+            "Resource": {"Ref": "BuildDriverBundle"},
+        }
+    ]
+
+
+def test_buildspec_runs_end_to_end_with_a_stand_in_driver(tmp_path: Path) -> None:
+    """The phases, run as CodeBuild runs them, export what the driver wrote."""
+    driver_dir = tmp_path / "driver"
+    driver_dir.mkdir()
+    (driver_dir / "build_driver.py").write_text(
+        "import os, pathlib\n"
+        "pathlib.Path(os.environ['LAYERCACHE_EXPORT_FILE']).write_text(\n"
+        '    "export LAYERCACHE_IMAGE_DIGEST=sha256:abc\\n"\n'
+        '    "export LAYERCACHE_IMAGE_TAGS=\'"\n'
+        "    + os.environ['LAYERCACHE_COMMIT'] + \",main'\\n\")\n"
+    )
+    dump = tmp_path / "exported"
+    script = tmp_path / "buildspec.sh"
+    script.write_text(
+        buildspec_script(BUILDSPEC_DATA, BUILDSPEC_DATA["env"]["exported-variables"], dump)
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LAYERCACHE_DRIVER_DIR": str(driver_dir),
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": SHA,
+        "LAYERCACHE_BRANCH": "main",
+    }
+    result = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    exported = dict(item.split("=", 1) for item in dump.read_text().split("\0") if item)
+    assert exported["LAYERCACHE_IMAGE_DIGEST"] == "sha256:abc"
+    assert exported["LAYERCACHE_IMAGE_TAGS"] == f"{SHA},main"
+
+
+def test_emulated_phases_stop_at_a_failure_but_run_post_build(tmp_path: Path) -> None:
+    spec = {
+        "phases": {
+            "pre_build": {"commands": ["export A=1", "false", "export B=1"]},
+            "build": {"commands": ["export C=1"]},
+            "post_build": {"commands": ["export D=1"]},
+        }
+    }
+    dump = tmp_path / "exported"
+    script = tmp_path / "run.sh"
+    script.write_text(buildspec_script(spec, ["A", "B", "C", "D"], dump))
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    exported = dict(item.split("=", 1) for item in dump.read_text().split("\0") if item)
+    assert exported == {"A": "1", "B": "", "C": "", "D": "1"}
+
+
+# ---------------------------------------------------------------- names and tags
+
+
+@pytest.mark.parametrize(
+    ("branch", "slug"),
+    [
+        ("main", "main"),
+        ("feature/login-form", "feature-login-form"),
+        ("refs/heads/release/1.2", "release-1.2"),
+        ("-x", "x"),
+        (".hidden/branch", "hidden-branch"),
+        ("fix: ümlaut & co", "fix---mlaut---co"),
+        ("///", "unnamed"),
+    ],
+)
+def test_branch_slug(branch: str, slug: str) -> None:
+    assert build_driver.branch_slug(branch) == slug
+
+
+def test_long_branch_names_still_fit_every_tag() -> None:
+    slug = build_driver.branch_slug("b" * 300)
+    assert len(f"cache-{slug}") <= 128
+    assert len(f"{slug}-{SHA[:7]}") <= 128
+    assert build_driver.image_tags("b" * 300, SHA, "main")[2] == f"{slug}-{SHA[:7]}"
+
+
+def test_image_tags() -> None:
+    assert build_driver.image_tags("main", SHA, "main") == [SHA, "main", "main-0123456", "latest"]
+    assert build_driver.image_tags("feat/x", SHA, "main") == [SHA, "feat-x", "feat-x-0123456"]
+
+
+def request(**overrides: Any) -> Any:
+    values: dict[str, Any] = {
+        "repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app",
+        "branch": "feat/x",
+        "commit": SHA,
+        "default_branch": "main",
+    }
+    values.update(overrides)
+    return build_driver.BuildRequest(**values)
+
+
+def test_cache_refs_branch_first_then_default_branch() -> None:
+    repo = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app"
+    assert request().cache_from_refs() == [f"{repo}:cache-feat-x", f"{repo}:cache-main"]
+    assert request(branch="main").cache_from_refs() == [f"{repo}:cache-main"]
+    assert request(cache_repository="r/cache").cache_from_refs() == [
+        "r/cache:cache-feat-x",
+        "r/cache:cache-main",
+    ]
+
+
+def test_buildx_command_for_a_normal_build(tmp_path: Path) -> None:
+    req = request()
+    args = build_driver.buildx_command(
+        req,
+        builder="layercache",
+        cache_from=req.cache_from_refs(),
+        cache_to=req.cache_ref(req.branch),
+        no_cache=False,
+        metadata_file=tmp_path / "m.json",
+    )
+    joined = " ".join(args)
+    assert args[:2] == ["buildx", "build"]
+    assert "--push" in args
+    assert "--builder layercache" in joined
+    assert "--progress=rawjson" in args
+    cache_from = [args[i + 1] for i, arg in enumerate(args) if arg == "--cache-from"]
+    assert cache_from == [f"type=registry,ref={ref}" for ref in req.cache_from_refs()]
+    cache_to = args[args.index("--cache-to") + 1]
+    assert cache_to == (
+        f"type=registry,ref={req.repository}:cache-feat-x,"
+        "mode=max,image-manifest=true,oci-mediatypes=true"
+    )
+    assert "--pull" not in args
+    assert "--no-cache" not in args
+    assert args[-1] == "."
+
+
+def test_buildx_command_for_refresh_and_clean(tmp_path: Path) -> None:
+    refresh = request(mode=BuildMode.REFRESH.value, refresh_date="2026-11-29")
+    args = build_driver.buildx_command(
+        refresh, builder="", cache_from=[], cache_to=None, no_cache=False, metadata_file=tmp_path
+    )
+    assert "--pull" in args
+    assert args[args.index("--build-arg") + 1] == "LAYERCACHE_REFRESH_DATE=2026-11-29"
+    assert "--builder" not in args
+    clean = request(mode=BuildMode.CLEAN.value)
+    args = build_driver.buildx_command(
+        clean,
+        builder="",
+        cache_from=[],
+        cache_to="r:cache-x",
+        no_cache=True,
+        metadata_file=tmp_path,
+    )
+    assert "--no-cache" in args
+    assert "--cache-to" in args
+
+
+def test_modes_match_the_trigger_side() -> None:
+    assert set(build_driver.MODES) == {mode.value for mode in BuildMode}
+
+
+def test_request_from_environment() -> None:
+    env = {
+        "LAYERCACHE_IMAGE_REPOSITORY_URI": "r/app",
+        "LAYERCACHE_BRANCH": "main",
+        "LAYERCACHE_COMMIT": "",
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": SHA,
+        "LAYERCACHE_MODE": "REFRESH",
+    }
+    req = build_driver.request_from(build_driver.parse_args([]), env)
+    assert req.commit == SHA
+    assert req.mode == "refresh"
+    assert req.default_branch == "main"
+    with pytest.raises(SystemExit, match="repository"):
+        build_driver.request_from(
+            build_driver.parse_args([]), {**env, "LAYERCACHE_IMAGE_REPOSITORY_URI": ""}
+        )
+    with pytest.raises(SystemExit, match="unknown mode"):
+        build_driver.request_from(build_driver.parse_args([]), {**env, "LAYERCACHE_MODE": "fast"})
+
+
+def test_ecr_hosts() -> None:
+    match = build_driver.ECR_HOST.match("123456789012.dkr.ecr.eu-west-1.amazonaws.com")
+    assert match is not None
+    assert match.group(1) == "eu-west-1"
+    assert build_driver.ECR_HOST.match("127.0.0.1:5000") is None
+
+
+def test_export_lines_survive_the_shell(tmp_path: Path) -> None:
+    values = {"LAYERCACHE_IMAGE_TAGS": "a,b", "LAYERCACHE_CACHE_REF_HIT": "it's $HOME"}
+    file = tmp_path / "exports"
+    file.write_text(build_driver.export_lines(values))
+    out = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'. {file}; printf "%s|%s" "$LAYERCACHE_IMAGE_TAGS" "$LAYERCACHE_CACHE_REF_HIT"',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == "a,b|it's $HOME"
+
+
+# ---------------------------------------------------------------- BuildKit's progress
+
+
+def vertex(digest: str, name: str, start: str, end: str | None = None, **extra: Any) -> str:
+    update: dict[str, Any] = {"digest": digest, "name": name, "started": start, **extra}
+    if end:
+        update["completed"] = end
+    return json.dumps({"vertexes": [update]}, indent=2)
+
+
+T = "2026-11-29T10:00:{:02d}.123456789Z"
+PROGRESS = "\n".join(
+    [
+        vertex("d0", "[internal] load build definition from Dockerfile", T.format(0), T.format(0)),
+        vertex("d1", "[builder 1/3] FROM reg/base:1@sha256:aa", T.format(1), T.format(1)),
+        vertex("d2", "importing cache manifest from reg/app:cache-feat", T.format(1)),
+        vertex(
+            "d2",
+            "importing cache manifest from reg/app:cache-feat",
+            T.format(1),
+            T.format(1),
+            error="failed to configure registry cache importer: reg/app:cache-feat: not found",
+        ),
+        vertex("d3", "importing cache manifest from reg/app:cache-main", T.format(1), T.format(2)),
+        vertex("d4", "[builder 2/3] RUN make deps", T.format(2), T.format(2), cached=True),
+        vertex("d5", "[builder 3/3] COPY . .", T.format(2), T.format(2), cached=True),
+        "not json: a stray line",
+        vertex("d6", "[stage-1 2/2] COPY --from=builder /app /app", T.format(3)),
+        vertex("d6", "[stage-1 2/2] COPY --from=builder /app /app", T.format(3), T.format(8)),
+        vertex("d7", "exporting to image", T.format(8), T.format(11)),
+        vertex("d8", "exporting cache to registry", T.format(11), T.format(12)),
+    ]
+)
+
+
+def test_progress_summary() -> None:
+    summary = build_driver.summarize(build_driver.parse_progress(PROGRESS))
+    assert [step.name for step in summary.steps] == [
+        "[builder 2/3] RUN make deps",
+        "[builder 3/3] COPY . .",
+        "[stage-1 2/2] COPY --from=builder /app /app",
+    ]
+    assert summary.cached_steps == 2
+    assert summary.hit_ratio == pytest.approx(2 / 3)
+    assert summary.imported_refs == ["reg/app:cache-main"]
+    assert build_driver.is_missing_ref(summary.import_errors["reg/app:cache-feat"])
+    assert summary.image_exported
+    assert summary.cache_export_error == ""
+    assert summary.build_seconds == pytest.approx(8.0)
+    assert summary.push_seconds == pytest.approx(3.0)
+    assert summary.cache_export_seconds == pytest.approx(1.0)
+
+
+def test_report_variables() -> None:
+    summary = build_driver.summarize(build_driver.parse_progress(PROGRESS))
+    report = build_driver.BuildReport("sha256:ff", [SHA, "feat"], summary, "warm")
+    variables = report.variables()
+    assert variables["LAYERCACHE_CACHE_HIT_RATIO"] == "0.667"
+    assert variables["LAYERCACHE_CACHE_REF_HIT"] == "reg/app:cache-main"
+    assert variables["LAYERCACHE_IMAGE_TAGS"] == f"{SHA},feat"
+    assert variables["LAYERCACHE_BUILD_SECONDS"] == "8.0"
+    assert variables["LAYERCACHE_PUSH_SECONDS"] == "3.0"
+    assert tuple(variables) == build_driver.EXPORTED_VARIABLES
+
+
+def test_failed_cache_export_is_told_apart_from_a_failed_push() -> None:
+    export_failed = PROGRESS.replace(
+        '"name": "exporting cache to registry",',
+        '"name": "exporting cache to registry",\n  "error": "unexpected status: 400 Bad Request",',
+    )
+    summary = build_driver.summarize(build_driver.parse_progress(export_failed))
+    assert summary.image_exported
+    assert summary.cache_export_error == "unexpected status: 400 Bad Request"
+
+    push_failed = PROGRESS.replace(
+        '"name": "exporting to image",', '"name": "exporting to image",\n  "error": "denied",'
+    )
+    summary = build_driver.summarize(build_driver.parse_progress(push_failed))
+    assert not summary.image_exported
+    assert summary.image_export_error == "denied"
