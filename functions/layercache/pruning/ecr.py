@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
@@ -115,15 +116,32 @@ class EcrRegistry:
         """Every image of `repository`, with the children of each index."""
         details = self._describe_all(repository)
         images = {detail["imageDigest"]: _image(detail) for detail in details}
-        indexes = [digest for digest, image in images.items() if image.is_index]
-        manifests = self._get_manifests(repository, indexes)
-        for digest in indexes:
+        # Indexes, and anything whose media type ECR did not say, are read: an index whose
+        # children are unknown would leave them looking like orphans.
+        untyped = {d["imageDigest"] for d in details if not d.get("imageManifestMediaType")}
+        to_read = [
+            digest for digest, image in images.items() if image.is_index or digest in untyped
+        ]
+        manifests = self._get_manifests(repository, to_read)
+        for digest in to_read:
             manifest = manifests.get(digest)
             if manifest is None:
                 # Deleted since DescribeImages (another pruner): its children are orphans now.
                 del images[digest]
                 continue
-            images[digest] = _with(images[digest], children=parse_index_children(manifest))
+            document = json.loads(manifest)
+            is_index = "manifests" in document
+            if images[digest].is_index and not is_index:
+                raise SnapshotError(
+                    f"{repository}: {digest} is listed as an index, but its manifest lists no "
+                    "manifests; its children are unknown"
+                )
+            images[digest] = _with(
+                images[digest],
+                media_type=str(document.get("mediaType") or images[digest].media_type),
+                children=parse_index_children(manifest) if is_index else (),
+                config_media_type=None if is_index else parse_config_media_type(manifest),
+            )
         referenced = {c.digest for image in images.values() for c in image.children}
         # DescribeImages reports a manifest's config media type as artifactMediaType; where it
         # is missing, read the untagged leaf manifests so superseded caches can be told apart.
@@ -134,6 +152,7 @@ class EcrRegistry:
             and not image.tags
             and image.config_media_type is None
             and digest not in referenced
+            and digest not in untyped
         ]
         if unknown:
             for digest, manifest in self._get_manifests(repository, unknown, strict=False).items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from layercache.pruning.ecr import EcrRegistry, SnapshotError
+from layercache.pruning.ecr import ACCEPTED_MEDIA_TYPES, EcrRegistry, SnapshotError
 from layercache.pruning.in_use import EcsTasks, LambdaFunctions, collect
 from layercache.pruning.model import Image
 from layercache.pruning.plan import Policy, make_plan
@@ -201,3 +202,79 @@ def test_an_in_use_check_that_fails_stops_the_run() -> None:
         stubber.add_client_error("list_clusters", "AccessDeniedException", "not allowed", 400)
         with pytest.raises(ClientError, match="AccessDenied"):
             collect([EcsTasks(client)])
+
+
+def batch_get_params(*digests: str) -> dict[str, Any]:
+    return {
+        "repositoryName": REPOSITORY,
+        "imageIds": [{"imageDigest": d} for d in digests],
+        "acceptedMediaTypes": ACCEPTED_MEDIA_TYPES,
+    }
+
+
+def test_an_image_without_a_media_type_is_read_before_planning(ecr: tuple[Any, Stubber]) -> None:
+    client, stubber = ecr
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(2)}
+            ],
+        }
+    )
+    stubber.add_response(
+        "describe_images",
+        {
+            "imageDetails": [
+                {"imageDigest": digest(1), "imageTags": ["main"], "imagePushedAt": NOW},
+                {"imageDigest": digest(2), "imagePushedAt": NOW},
+            ]
+        },
+        {"repositoryName": REPOSITORY, "maxResults": 1000},
+    )
+    stubber.add_response(
+        "batch_get_image",
+        {
+            "images": [{"imageId": {"imageDigest": digest(1)}, "imageManifest": index}],
+            "failures": [
+                {
+                    "imageId": {"imageDigest": digest(2)},
+                    "failureCode": "ImageNotFound",
+                    "failureReason": "gone",
+                }
+            ],
+        },
+        batch_get_params(digest(1), digest(2)),
+    )
+    images = EcrRegistry(client, sleep=lambda _: None).snapshot(REPOSITORY)
+    assert [(i.digest, i.is_index, [c.digest for c in i.children]) for i in images] == [
+        (digest(1), True, [digest(2)])
+    ]
+
+
+def test_an_index_whose_manifest_lists_no_manifests_stops_the_run(
+    ecr: tuple[Any, Stubber],
+) -> None:
+    client, stubber = ecr
+    stubber.add_response(
+        "describe_images",
+        {
+            "imageDetails": [
+                {
+                    "imageDigest": digest(1),
+                    "imagePushedAt": NOW,
+                    "imageManifestMediaType": "application/vnd.oci.image.index.v1+json",
+                }
+            ]
+        },
+        {"repositoryName": REPOSITORY, "maxResults": 1000},
+    )
+    manifest = json.dumps({"schemaVersion": 2, "config": {}, "layers": []})
+    stubber.add_response(
+        "batch_get_image",
+        {"images": [{"imageId": {"imageDigest": digest(1)}, "imageManifest": manifest}]},
+        batch_get_params(digest(1)),
+    )
+    with pytest.raises(SnapshotError, match="children are unknown"):
+        EcrRegistry(client, sleep=lambda _: None).snapshot(REPOSITORY)
