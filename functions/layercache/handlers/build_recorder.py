@@ -30,7 +30,9 @@ def default_service() -> tuple[RecorderSettings, BuildRecorder]:
         token = SecretToken(settings.github_token_secret_arn)
         github = GitHubStatusClient(settings.source_repository, token, settings.github_api_url)
     notifier = (
-        SnsNotifier(settings.notifications_topic_arn) if settings.notifications_topic_arn else None
+        SnsNotifier(settings.build_notifications_topic_arn)
+        if settings.build_notifications_topic_arn
+        else None
     )
     recorder = BuildRecorder(
         image=settings.image_repository_name,

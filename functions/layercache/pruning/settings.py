@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from layercache.pruning.plan import Policy
+from layercache.settings import EnvSettings, split_csv
 
 _REPOSITORY_ARN_MARK = ":repository/"
 
 
-def _split_csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
-
-
-class PrunerSettings(BaseModel):
-    """Field `x_y` is read from the variable `X_Y`."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
+class PrunerSettings(EnvSettings):
     image_repository_name: str = Field(min_length=1)
     build_project_name: str = ""
     # Repository ARNs (or names) to prune; empty: the stack's own image repository.
@@ -35,9 +24,7 @@ class PrunerSettings(BaseModel):
     prune_check_ecs_tasks: bool = True
     prune_check_lambda_functions: bool = True
 
-    _split = field_validator("prune_repositories", "prune_protected_tags", mode="before")(
-        _split_csv
-    )
+    _split = field_validator("prune_repositories", "prune_protected_tags", mode="before")(split_csv)
 
     @field_validator("prune_repositories")
     @classmethod
@@ -46,14 +33,6 @@ class PrunerSettings(BaseModel):
             if entry.startswith("arn:") and _REPOSITORY_ARN_MARK not in entry:
                 raise ValueError(f"not an ECR repository ARN: {entry}")
         return value
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
-        environ = os.environ if environ is None else environ
-        values = {
-            name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ
-        }
-        return cls.model_validate(values)
 
     @property
     def repositories(self) -> tuple[str, ...]:
