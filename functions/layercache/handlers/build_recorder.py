@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
@@ -48,13 +49,16 @@ def default_service() -> tuple[RecorderSettings, BuildRecorder]:
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, recorder = default_service()
+    metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)
     try:
         parsed = BuildStateChangeEvent.model_validate(event)
     except ValidationError as error:
         logger.warning("Rejected: not a CodeBuild build state change", reason=str(error))
+        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         return {"recorded": False, "reason": "malformed event"}
     if parsed.detail.project_name != settings.build_project_name:
         logger.warning("Rejected: event of another project", project=parsed.detail.project_name)
+        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         return {"recorded": False, "reason": "foreign project"}
 
     outcome = recorder.record(parsed)
