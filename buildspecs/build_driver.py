@@ -480,6 +480,30 @@ def ecr_login(docker: str, registry: str) -> None:
     )
 
 
+MIN_BUILDX = (0, 12)  # --progress=rawjson
+
+
+def buildx_version(text: str) -> tuple[int, int] | None:
+    """(major, minor) from `docker buildx version` output, e.g. "... v0.13.1 ..."."""
+    match = re.search(r"\bv?(\d+)\.(\d+)\.\d+", text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def check_buildx(docker: str) -> None:
+    """Fail clearly when buildx is missing or too old for the progress stream we read."""
+    found = subprocess.run(
+        [docker, "buildx", "version"], capture_output=True, text=True, check=False
+    )
+    if found.returncode != 0:
+        raise BuildFailed(f"docker buildx is not available: {found.stderr.strip()}")
+    version = buildx_version(found.stdout)
+    if version is not None and version < MIN_BUILDX:
+        raise BuildFailed(
+            f"buildx {version[0]}.{version[1]} is too old: the driver needs "
+            f">= {MIN_BUILDX[0]}.{MIN_BUILDX[1]} (--progress=rawjson)"
+        )
+
+
 def ensure_builder(docker: str, setting: str, buildkit_image: str) -> str:
     """The buildx builder to use, created first when the setting asks for a standalone one."""
     if setting != "docker-container":
@@ -505,6 +529,7 @@ def ensure_builder(docker: str, setting: str, buildkit_image: str) -> str:
 
 def build(request: BuildRequest, *, docker: str = "docker", workdir: Path) -> BuildReport:
     """Build and push one image with the registry cache; raise BuildFailed if no image."""
+    check_buildx(docker)
     builder = ensure_builder(docker, request.builder, request.buildkit_image)
     metadata_file = workdir / "metadata.json"
     cache_to = request.cache_ref(request.branch)

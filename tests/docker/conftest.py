@@ -11,20 +11,27 @@ from collections.abc import Iterator
 
 import pytest
 
-from layercache_dev.rig import Rig, missing_prerequisites
+from layercache_dev.rig import BuilderKind, Rig, missing_prerequisites
 
 
-def _require_docker() -> bool:
-    return os.environ.get("LAYERCACHE_REQUIRE_DOCKER") == "1"
+def started_rig(factory: pytest.TempPathFactory, kind: BuilderKind) -> Iterator[Rig]:
+    missing = missing_prerequisites(kind)
+    if missing:
+        reason = "docker tier: " + "; ".join(missing) + " (run .ci/setup-docker as root)"
+        if os.environ.get("LAYERCACHE_REQUIRE_DOCKER") == "1":
+            pytest.fail(reason + " and LAYERCACHE_REQUIRE_DOCKER=1", pytrace=False)
+        pytest.skip(reason)
+    with Rig(factory.mktemp(f"rig-{kind}"), builder_kind=kind) as rig:
+        yield rig
 
 
 @pytest.fixture(scope="session")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    missing = missing_prerequisites("remote")
-    if missing:
-        reason = "docker tier: " + "; ".join(missing) + " (run .ci/setup-docker as root)"
-        if _require_docker():
-            pytest.fail(reason + " and LAYERCACHE_REQUIRE_DOCKER=1", pytrace=False)
-        pytest.skip(reason)
-    with Rig(tmp_path_factory.mktemp("rig"), builder_kind="remote") as started:
-        yield started
+    """The CodeBuild stand-in: registry + standalone BuildKit (buildx remote driver)."""
+    yield from started_rig(tmp_path_factory, "remote")
+
+
+@pytest.fixture(scope="session")
+def engine_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """Registry + the engine's own builder (buildx docker driver)."""
+    yield from started_rig(tmp_path_factory, "docker")

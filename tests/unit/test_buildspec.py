@@ -266,6 +266,18 @@ def test_request_from_environment() -> None:
         build_driver.request_from(build_driver.parse_args([]), {**env, "LAYERCACHE_MODE": "fast"})
 
 
+@pytest.mark.parametrize(
+    ("output", "version"),
+    [
+        ("github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3", (0, 13)),
+        ("github.com/docker/buildx v0.11.2 9872040", (0, 11)),
+        ("nothing useful", None),
+    ],
+)
+def test_buildx_version(output: str, version: tuple[int, int] | None) -> None:
+    assert build_driver.buildx_version(output) == version
+
+
 def test_ecr_hosts() -> None:
     match = build_driver.ECR_HOST.match("123456789012.dkr.ecr.eu-west-1.amazonaws.com")
     assert match is not None

@@ -544,12 +544,19 @@ class Rig:
     # -- the builder
 
     def reset_builder(self) -> None:
-        """Empty the builder's local cache (and the engine's images): a fresh build host."""
+        """Empty the builder's local cache: a fresh build host.
+
+        On the engine's own builder that is the engine's whole build cache, and the
+        images this rig's builds left in the engine's store.
+        """
         _run([self.docker, "buildx", "prune", "--builder", self.builder, "--all", "--force"])
         if self.builder_kind == "docker":
-            images = _run([self.docker, "image", "ls", "--quiet"]).stdout.split()
-            if images:
-                _run([self.docker, "image", "rm", "--force", *sorted(set(images))], check=False)
+            listed = _run([self.docker, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+            ours = sorted(
+                {ref for ref in listed.stdout.split() if ref.startswith(f"{self.registry.host}/")}
+            )
+            if ours:
+                _run([self.docker, "image", "rm", "--force", *ours], check=False)
 
     # -- builds
 
