@@ -429,33 +429,64 @@ def info(message: str) -> None:
 
 
 def run_attempt(docker: str, args: Sequence[str], metadata_file: Path) -> Attempt:
-    """Run one `docker buildx build`, echoing BuildKit's log lines, and keep its stream."""
+    """Run one `docker buildx build`, echoing its progress as it goes, and keep the stream."""
     metadata_file.unlink(missing_ok=True)
     info("$ " + shlex.join([docker, *args]))
-    proc = subprocess.run([docker, *args], capture_output=True, text=True, check=False)
-    echo_logs(proc.stdout + proc.stderr)
+    echo = ProgressEcho()
+    kept: list[str] = []
+    with subprocess.Popen(
+        [docker, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            kept.append(line)
+            echo.feed(line)
     metadata: dict[str, Any] = {}
     if proc.returncode == 0 and metadata_file.exists():
         metadata = json.loads(metadata_file.read_text() or "{}")
-    return Attempt(proc.returncode, proc.stdout + proc.stderr, metadata)
+    return Attempt(proc.returncode, "".join(kept), metadata)
 
 
-def echo_logs(stream: str) -> None:
-    """Print the build's own output (RUN logs, errors) readably to the build log."""
-    for status in iter_json_objects(stream):
+class ProgressEcho:
+    """Turns the rawjson stream into a readable build log, line by line, while it runs.
+
+    buildx prints each status as pretty-printed JSON ending with a `}` line of its own;
+    anything else (buildx's own ERROR and WARNING lines) is passed through.
+    """
+
+    def __init__(self) -> None:
+        self._buffer: list[str] = []
+        self._done: set[str] = set()
+
+    def feed(self, line: str) -> None:
+        if not self._buffer and not line.startswith("{"):
+            sys.stderr.write(line)
+            return
+        self._buffer.append(line)
+        if line.rstrip("\n") != "}":
+            return
+        text, self._buffer = "".join(self._buffer), []
+        for status in iter_json_objects(text):
+            self._show(status)
+
+    def _show(self, status: dict[str, Any]) -> None:
         for entry in status.get("logs") or []:
             data = entry.get("data")
             if isinstance(data, str):
                 sys.stderr.write(base64.b64decode(data).decode("utf-8", "replace"))
         for vertex in status.get("vertexes") or []:
-            name = vertex.get("name")
-            if vertex.get("completed") and name:
-                state = "CACHED" if vertex.get("cached") else "done"
-                error = f" ERROR: {vertex['error']}" if vertex.get("error") else ""
-                sys.stderr.write(f"  {state:6} {name}{error}\n")
-    for line in stream.splitlines():
-        if line.startswith("ERROR") or line.startswith("WARNING"):
-            sys.stderr.write(line + "\n")
+            name, digest = vertex.get("name"), vertex.get("digest")
+            if vertex.get("completed") and name and digest not in self._done:
+                self._done.add(digest)
+                sys.stderr.write(self._line(name, bool(vertex.get("cached")), vertex.get("error")))
+        sys.stderr.flush()
+
+    @staticmethod
+    def _line(name: str, cached: bool, error: str | None) -> str:
+        if error and CACHE_IMPORT_NAME.match(name) and is_missing_ref(error):
+            return f"  none   {name} (no cache there yet: normal on a branch's first build)\n"
+        state = "CACHED" if cached else "done"
+        return f"  {state:6} {name}" + (f" ERROR: {error}" if error else "") + "\n"
 
 
 def ecr_login(docker: str, registry: str) -> None:

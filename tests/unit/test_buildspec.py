@@ -382,3 +382,20 @@ def test_failed_cache_export_is_told_apart_from_a_failed_push() -> None:
     summary = build_driver.summarize(build_driver.parse_progress(push_failed))
     assert not summary.image_exported
     assert summary.image_export_error == "denied"
+
+
+def test_progress_echo_makes_a_readable_log(capsys: pytest.CaptureFixture[str]) -> None:
+    run_log = json.dumps(
+        {"logs": [{"vertex": "d6", "stream": 1, "data": "aGVsbG8gZnJvbSBSVU4K"}]}, indent=2
+    )
+    echo = build_driver.ProgressEcho()
+    for line in (PROGRESS + "\n" + run_log + "\n" + "ERROR: failed to solve\n").splitlines(True):
+        echo.feed(line)
+    log = capsys.readouterr().err
+    assert "  CACHED [builder 2/3] RUN make deps\n" in log
+    assert "  done   exporting to image\n" in log
+    assert "  none   importing cache manifest from reg/app:cache-feat (no cache there yet" in log
+    assert "hello from RUN\n" in log
+    assert "not json: a stray line\n" in log
+    assert log.endswith("ERROR: failed to solve\n")
+    assert log.count("[stage-1 2/2] COPY --from=builder /app /app") == 1

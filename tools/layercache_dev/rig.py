@@ -4,14 +4,23 @@ The docker tests, the demo and the benchmark all use it::
 
     from layercache_dev.rig import Rig, missing_prerequisites
 
-    with Rig(Path(tmp)) as rig:                      # registry, base image, builder
+    if missing := missing_prerequisites():           # readable reasons, [] when all there
+        raise SystemExit("; ".join(missing))
+    with Rig(Path(tmp)) as rig:                      # registry, builder, base image pushed
         repo = rig.repository("team/service")        # "127.0.0.1:PORT/team/service"
-        context = rig.write_context(Path(tmp) / "ctx", dockerfile_text)
-        rig.reset_builder()                          # empty local cache: a fresh CodeBuild host
+        context = rig.write_context(Path(tmp) / "ctx", dockerfile_text, {"src/a.txt": "1"})
         mark = rig.registry.mark()
         outcome = rig.build(context, repository=repo, branch="main", commit=sha)
-        outcome.variables["LAYERCACHE_CACHE_HIT_RATIO"], outcome.report["steps"]
+        outcome.ok, outcome.seconds                  # exit status 0, wall time of the buildspec
+        outcome.variables["LAYERCACHE_CACHE_HIT_RATIO"]   # what the buildspec exports
+        outcome.step("RUN make deps")["cached"]      # per step, from the driver's report
         rig.registry.traffic(since=mark).downloaded_layer_bytes
+
+`{base}` in a Dockerfile stands for the rig's base image (`FROM scratch` + a static
+busybox, pushed to the registry: there is no Docker Hub here). Every `Rig.build` first
+empties the builder's local cache (`reset=False` keeps it), as on a fresh CodeBuild host,
+and builds with `--network none`. `mode=` takes normal/refresh/clean, `extra_env=` any
+`LAYERCACHE_*` override (e.g. `LAYERCACHE_REFRESH_DATE`, `LAYERCACHE_CACHE_REPOSITORY_URI`).
 
 `Rig.build` runs the phases of ``buildspecs/buildspec.yml`` in bash the way CodeBuild
 does, with ``LAYERCACHE_DRIVER_DIR`` pointing at ``buildspecs/`` (so the driver the
