@@ -204,3 +204,12 @@ def test_nightly_schedule_passes_mode_and_scheduled_time() -> None:
     assert schedule["ScheduleExpressionTimezone"] == {"Ref": "NightlyTimeZone"}
     assert "<aws.scheduler.scheduled-time>" in schedule["Input"]
     assert '"mode": "refresh"' in schedule["Input"]
+
+
+def test_every_parameter_is_grouped_and_documented_in_the_readme() -> None:
+    groups = TEMPLATE["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    grouped = [name for group in groups for name in group["Parameters"]]
+    readme = (ROOT / "README.md").read_text()
+    for parameter in TEMPLATE["Parameters"]:
+        assert grouped.count(parameter) == 1, f"{parameter} is in {grouped.count(parameter)} groups"
+        assert f"| `{parameter}` |" in readme, f"README's configuration table lacks {parameter}"
