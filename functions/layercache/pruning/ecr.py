@@ -20,11 +20,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import boto3
 from aws_lambda_powertools import Logger
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from layercache import aws
 from layercache.pruning.model import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -51,7 +50,6 @@ THROTTLING_CODES = frozenset(
     {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 )
 IMAGE_NOT_FOUND = "ImageNotFound"
-RETRYING = Config(retries={"max_attempts": 5, "mode": "standard"})
 
 T = TypeVar("T")
 
@@ -99,7 +97,7 @@ class EcrRegistry:
         base_delay: float = 0.5,
         max_delay: float = 20.0,
     ) -> None:
-        self._client: Any = client if client is not None else boto3.client("ecr", config=RETRYING)
+        self._client: Any = client if client is not None else aws.client("ecr")
         self._sleep = sleep
         self._throttle_attempts = throttle_attempts
         self._base_delay = base_delay

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-import boto3
 from aws_lambda_powertools import Logger
 
-from layercache.pruning.ecr import RETRYING, chunks
+from layercache import aws
+from layercache.pruning.ecr import chunks
 
 if TYPE_CHECKING:
     from mypy_boto3_ecs import ECSClient
@@ -42,7 +42,7 @@ class EcsTasks:
     """Digests of the containers of every ECS task that is running or about to."""
 
     def __init__(self, client: ECSClient | None = None) -> None:
-        self._client: Any = client if client is not None else boto3.client("ecs", config=RETRYING)
+        self._client: Any = client if client is not None else aws.client("ecs")
 
     def digests(self) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -79,9 +79,7 @@ class LambdaFunctions:
     """Digests every version of every container-image Lambda function is pinned to."""
 
     def __init__(self, client: LambdaClient | None = None) -> None:
-        self._client: Any = (
-            client if client is not None else boto3.client("lambda", config=RETRYING)
-        )
+        self._client: Any = client if client is not None else aws.client("lambda")
 
     def digests(self) -> dict[str, str]:
         found: dict[str, str] = {}

@@ -18,11 +18,10 @@ from email.message import Message
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import boto3
 from aws_lambda_powertools import Logger
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from layercache import aws
 from layercache.build_records import BuildStatus
 from layercache.recording.build import seconds_text
 
@@ -130,9 +129,7 @@ class SecretToken:
 
     def __init__(self, secret_arn: str, client: SecretsManagerClient | None = None) -> None:
         self.secret_arn = secret_arn
-        self.client: SecretsManagerClient = client or boto3.client(
-            "secretsmanager", config=Config(retries={"mode": "standard"})
-        )
+        self.client: SecretsManagerClient = client or aws.client("secretsmanager")
         self._token: str | None = None
 
     def __call__(self) -> str:

@@ -6,9 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
-
+from layercache import aws
 from layercache.build_records import BuildStatus
 from layercache.recording.build import seconds_text
 
@@ -74,9 +72,7 @@ def failure_notification(record: Mapping[str, Any], status: BuildStatus) -> Noti
 class SnsNotifier:
     def __init__(self, topic_arn: str, client: SNSClient | None = None) -> None:
         self.topic_arn = topic_arn
-        self.client: SNSClient = client or boto3.client(
-            "sns", config=Config(retries={"mode": "standard"})
-        )
+        self.client: SNSClient = client or aws.client("sns")
 
     def publish(self, notification: Notification) -> str:
         response = self.client.publish(

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools import Logger
-from botocore.config import Config
 
+from layercache import aws
 from layercache.build_records import BuildStatus
 from layercache.recording.build import BuildFacts, merge_batch_get
 from layercache.recording.events import BuildStateChangeEvent
@@ -50,9 +49,7 @@ class BuildRecorder:
     ) -> None:
         self.image = image
         self.store = store
-        self.codebuild: CodeBuildClient = codebuild or boto3.client(
-            "codebuild", config=Config(retries={"mode": "standard"})
-        )
+        self.codebuild: CodeBuildClient = codebuild or aws.client("codebuild")
         self.notifier = notifier
         self.github = github
         self.clock = clock

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.config import Config
 
+from layercache import aws
 from layercache.build_records import build_pk, timestamp
 from layercache.recording.items import REPORTED_AT, ItemUpdate
 
@@ -31,9 +30,7 @@ class WriteResult:
 class BuildRecordStore:
     def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
         self.table_name = table_name
-        self.client: DynamoDBClient = client or boto3.client(
-            "dynamodb", config=Config(retries={"mode": "standard"})
-        )
+        self.client: DynamoDBClient = client or aws.client("dynamodb")
 
     def apply(self, update: ItemUpdate) -> WriteResult:
         try:
