@@ -83,6 +83,10 @@ def branch_key(image: str, branch: str) -> str:
     return f"{image}#{branch}"
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def timestamp(moment: datetime) -> str:
     """ISO-8601 in UTC with milliseconds: sorts as text in the same order as in time."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 import boto3
 from boto3.dynamodb.types import TypeDeserializer
 
+from layercache.build_records import INDEX_BY_DAY
+from layercache.recording.build import seconds_text
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-INDEX_BY_DAY = "ByDay"  # layercache.build_records.INDEX_BY_DAY (tools don't import Lambda code)
 WARM_THRESHOLD = 0.5
 FINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "FAULT", "STOPPED", "TIMED_OUT"})
 _deserializer = TypeDeserializer()
@@ -172,16 +174,7 @@ def summarize(
 
 
 def duration_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    total = round(seconds)
-    if total < 60:
-        return f"{total}s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return "-" if seconds is None else seconds_text(seconds)
 
 
 def _percent(value: float | None) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
+from layercache.build_records import utc_now
 from layercache.pruning.ecr import DeleteOutcome, EcrRegistry
 from layercache.pruning.in_use import EcsTasks, InUseSource, LambdaFunctions, collect
 from layercache.pruning.plan import Plan, Policy, make_plan
@@ -19,10 +20,6 @@ if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
 
 logger = Logger(child=True)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

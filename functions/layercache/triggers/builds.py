@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
 from layercache import build_records as records
-from layercache.build_records import BuildMode, BuildStatus, Trigger
+from layercache.build_records import BuildMode, BuildStatus, Trigger, utc_now
 from layercache.triggers.store import BuildsStore, Claim
 
 if TYPE_CHECKING:
@@ -24,10 +24,6 @@ STALE_CLAIM_AFTER = timedelta(minutes=15)
 # How far back a new commit looks for its branch's builds to supersede.
 SUPERSEDE_LOOKBACK = 25
 PUSH_TRIGGERS = frozenset({Trigger.GITHUB, Trigger.CODECOMMIT})
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

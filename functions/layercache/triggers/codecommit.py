@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
-from layercache.build_records import Trigger
-from layercache.triggers.builds import BuildRequest, BuildStarter, StartOutcome, utc_now
+from layercache.build_records import Trigger, utc_now
+from layercache.triggers.builds import BuildRequest, BuildStarter, StartOutcome
 from layercache.triggers.decisions import Decision, PushFacts, branch_of, decide_push
 from layercache.triggers.models import CodeCommitReferenceDetail
 from layercache.triggers.settings import CodeCommitTriggerSettings

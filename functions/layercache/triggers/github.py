@@ -14,8 +14,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.parser.models import LambdaFunctionUrlModel
 from pydantic import ValidationError
 
-from layercache.build_records import Trigger
-from layercache.triggers.builds import BuildRequest, BuildStarter, utc_now
+from layercache.build_records import Trigger, utc_now
+from layercache.triggers.builds import BuildRequest, BuildStarter
 from layercache.triggers.decisions import branch_of, decide_push
 from layercache.triggers.models import GitHubPushEvent
 from layercache.triggers.settings import GitHubWebhookSettings

@@ -9,8 +9,8 @@ from datetime import datetime
 from aws_lambda_powertools import Logger
 
 from layercache import build_records as records
-from layercache.build_records import Trigger
-from layercache.triggers.builds import BuildRequest, BuildStarter, StartOutcome, utc_now
+from layercache.build_records import Trigger, utc_now
+from layercache.triggers.builds import BuildRequest, BuildStarter, StartOutcome
 from layercache.triggers.models import NightlyRebuildRequest
 from layercache.triggers.settings import NightlyRebuildSettings
 
