@@ -14,6 +14,7 @@ import pytest
 
 from layercache.pruning.service import default_service
 from layercache_dev.template import function_handler
+from tests.conftest import emitted_metrics
 
 from .conftest import REGION, EcrLike, Registry
 
@@ -56,12 +57,10 @@ def seed(registry: Registry) -> dict[str, set[str]]:
 
 def emf_metrics(output: str) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    for line in output.splitlines():
-        if line.startswith("{") and "_aws" in line:
-            record = json.loads(line)
-            for definition in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
-                value = record[definition["Name"]]
-                metrics[definition["Name"]] = sum(value) if isinstance(value, list) else value
+    for record in emitted_metrics(output):
+        for definition in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+            value = record[definition["Name"]]
+            metrics[definition["Name"]] = sum(value) if isinstance(value, list) else value
     return metrics
 
 

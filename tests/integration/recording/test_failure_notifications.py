@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from layercache_dev.template import function_handler
+from tests.conftest import FakeLambdaContext
 
 from .conftest import sample, trigger_write
 
@@ -15,16 +16,6 @@ CONSOLE = (
     "https://us-east-1.console.aws.amazon.com/codesuite/codebuild/123456789012/projects/"
     "layercache-image-build/build/layercache-image-build%3A"
 )
-
-
-class Context:
-    function_name = "recorder"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:recorder"
-    aws_request_id = "2e6f2b8e-3d4a-4f5b-9c7d-1e2f3a4b5c6d"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 90_000
 
 
 @pytest.fixture
@@ -42,7 +33,7 @@ def test_failed_build_notifies_once_with_branch_commit_phase_and_link(
 ) -> None:
     trigger_write(stack.table_name, sample("failed"))
 
-    results = [handler(sample("failed"), Context()) for _ in range(2)]  # + a duplicate
+    results = [handler(sample("failed"), FakeLambdaContext()) for _ in range(2)]  # + a duplicate
 
     assert [result["notified"] for result in results] == [True, False]
     [message] = notifications.received()
@@ -62,7 +53,7 @@ def test_failed_build_notifies_once_with_branch_commit_phase_and_link(
 
 
 def test_stopped_nightly_build_notifies_without_commit(handler: Any, notifications: Any) -> None:
-    handler(sample("stopped"), Context())
+    handler(sample("stopped"), FakeLambdaContext())
 
     [message] = notifications.received()
     assert message["Subject"] == "layercache: build of team/service on main was stopped"
@@ -76,14 +67,14 @@ def test_timed_out_and_fault_notify(status: str, handler: Any, notifications: An
     event = sample("failed")
     event["detail"]["build-status"] = status
 
-    handler(event, Context())
+    handler(event, FakeLambdaContext())
 
     [message] = notifications.received()
     assert message["Subject"].startswith("layercache: build of team/service on feature/login")
 
 
 def test_success_and_start_do_not_notify(handler: Any, notifications: Any) -> None:
-    handler(sample("in-progress"), Context())
-    handler(sample("succeeded"), Context())
+    handler(sample("in-progress"), FakeLambdaContext())
+    handler(sample("succeeded"), FakeLambdaContext())
 
     assert notifications.received() == []

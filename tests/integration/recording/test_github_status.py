@@ -19,6 +19,7 @@ from layercache.recording.github import (
 from layercache.recording.service import BuildRecorder
 from layercache.recording.store import BuildRecordStore
 from layercache_dev.template import function_handler
+from tests.conftest import FakeLambdaContext
 
 from .conftest import (
     IMAGE,
@@ -211,16 +212,6 @@ def test_failing_status_calls_never_lose_the_record(
     assert "reported_at" in item
 
 
-class Context:
-    function_name = "recorder"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:recorder"
-    aws_request_id = "1e6f2b8e-3d4a-4f5b-9c7d-1e2f3a4b5c6d"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 90_000
-
-
 def test_handler_posts_pending_then_success_with_the_configured_token(
     stack: Any,
     function_env: Any,
@@ -238,10 +229,10 @@ def test_handler_posts_pending_then_success_with_the_configured_token(
     module.default_service.cache_clear()
     handler = getattr(module, name)
 
-    first = handler(sample("in-progress"), Context())
-    second = handler(sample("succeeded"), Context())
+    first = handler(sample("in-progress"), FakeLambdaContext())
+    second = handler(sample("succeeded"), FakeLambdaContext())
     fake_github.answers = [(422, {})]  # a status GitHub refuses: logged, the record stays
-    third = handler(sample("failed"), Context())
+    third = handler(sample("failed"), FakeLambdaContext())
 
     assert [first["commit_status_posted"], second["commit_status_posted"]] == [True, True]
     assert third["recorded"]
@@ -259,7 +250,7 @@ def test_handler_posts_nothing_without_a_token(
     module = importlib.import_module(module_name)
     module.default_service.cache_clear()
 
-    result = getattr(module, name)(sample("succeeded"), Context())
+    result = getattr(module, name)(sample("succeeded"), FakeLambdaContext())
 
     assert result["recorded"]
     assert fake_github.requests == []

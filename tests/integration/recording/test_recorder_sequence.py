@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import json
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -18,6 +17,7 @@ from layercache.recording.github import GitHubStatusClient
 from layercache.recording.service import BuildRecorder, Outcome
 from layercache.recording.store import BuildRecordStore
 from layercache_dev.template import function_handler
+from tests.conftest import FakeLambdaContext, emitted_metrics
 
 from .conftest import (
     EXPORTED,
@@ -206,24 +206,6 @@ def load_handler() -> tuple[Any, Callable[..., dict[str, Any]]]:
     return module, getattr(module, function)
 
 
-class Context:
-    function_name = "layercache-BuildRecorderFunction"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:recorder"
-    aws_request_id = "0e6f2b8e-3d4a-4f5b-9c7d-1e2f3a4b5c6d"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 90_000
-
-
-def emf_records(output: str) -> list[dict[str, Any]]:
-    records = []
-    for line in output.splitlines():
-        if line.startswith("{") and '"_aws"' in line:
-            records.append(json.loads(line))
-    return records
-
-
 def test_handler_as_the_template_wires_it(
     stack: Any,
     function_env: Any,
@@ -235,7 +217,8 @@ def test_handler_as_the_template_wires_it(
     trigger_write(stack.table_name, sample("in-progress"))
 
     results = [
-        handler(sample(name), Context()) for name in ("in-progress", "succeeded", "succeeded")
+        handler(sample(name), FakeLambdaContext())
+        for name in ("in-progress", "succeeded", "succeeded")
     ]
 
     # moto's CodeBuild doesn't know the sample's build: the event's own data is recorded.
@@ -247,7 +230,7 @@ def test_handler_as_the_template_wires_it(
         "main",
     )
     metrics = [
-        record for record in emf_records(capsys.readouterr().out) if "BuildDuration" in record
+        record for record in emitted_metrics(capsys.readouterr().out) if "BuildDuration" in record
     ]
     assert len(metrics) == 1
     [directive] = metrics[0]["_aws"]["CloudWatchMetrics"]
@@ -276,7 +259,7 @@ def test_handler_rejects_malformed_events_without_raising(
     function_env("BuildRecorderFunction")
     module, handler = load_handler()
 
-    result = handler(event, Context())
+    result = handler(event, FakeLambdaContext())
 
     assert result == {"recorded": False, "reason": "malformed event"}
     assert items(stack.table_name) == []
@@ -289,7 +272,7 @@ def test_handler_ignores_other_projects(stack: Any, function_env: Any, notificat
     event = sample("failed")
     event["detail"]["project-name"] = "someone-elses-project"
 
-    assert handler(event, Context()) == {"recorded": False, "reason": "foreign project"}
+    assert handler(event, FakeLambdaContext()) == {"recorded": False, "reason": "foreign project"}
     assert items(stack.table_name) == []
     assert notifications.received() == []
     module.default_service.cache_clear()

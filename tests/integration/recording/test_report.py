@@ -19,6 +19,7 @@ import pytest
 from layercache_dev import cli
 from layercache_dev.report import BuildRow, render_html, summarize
 from layercache_dev.template import create_table_arguments, function_handler
+from tests.conftest import FakeLambdaContext
 
 from .conftest import REGION, sample
 
@@ -135,16 +136,6 @@ def test_report_needs_a_table(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli.main(["report"]) == 2
 
 
-class Context:
-    function_name = "recorder"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:recorder"
-    aws_request_id = "3e6f2b8e-3d4a-4f5b-9c7d-1e2f3a4b5c6d"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 90_000
-
-
 def test_report_reads_what_the_recorder_wrote(
     stack: Any, function_env: Any, notifications: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -152,7 +143,7 @@ def test_report_reads_what_the_recorder_wrote(
     module_name, _, name = function_handler("BuildRecorderFunction").rpartition(".")
     module = importlib.import_module(module_name)
     module.default_service.cache_clear()
-    getattr(module, name)(sample("failed"), Context())
+    getattr(module, name)(sample("failed"), FakeLambdaContext())
     module.default_service.cache_clear()
     capsys.readouterr()
 

@@ -13,7 +13,7 @@ from layercache_dev.github_events import (
     function_url_event,
     push_payload,
 )
-from tests.conftest import FakeLambdaContext
+from tests.conftest import FakeLambdaContext, emitted_metrics
 from tests.integration.conftest import RecordedCall, Stack
 
 from .conftest import builds_started, sample, table_items, template_handler
@@ -256,15 +256,6 @@ def test_failed_start_surfaces_and_lets_the_redelivery_build(
 
     assert status == 201
     assert builds_started(stack.project_name) == [body["build_id"]]
-
-
-def emitted_metrics(output: str) -> list[dict[str, Any]]:
-    """The CloudWatch EMF documents Powertools printed."""
-    documents = []
-    for line in output.splitlines():
-        if line.startswith("{") and '"_aws"' in line:
-            documents.append(json.loads(line))
-    return documents
 
 
 def test_rejected_delivery_is_counted_by_reason(
