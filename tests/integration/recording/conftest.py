@@ -21,11 +21,12 @@ from layercache.build_records import (
     ENV_MODE,
     ENV_REQUESTED_AT,
     ENV_TRIGGER,
-    branch_key,
-    build_pk,
-    claim_pk,
+    BuildMode,
+    Trigger,
 )
 from layercache.recording.events import BuildStateChangeEvent, parse_event_time
+from layercache.triggers.builds import BuildRequest, StartedBuild
+from layercache.triggers.store import BuildsStore, Claim
 
 EVENTS = Path(__file__).resolve().parents[3] / "events" / "build-recorder"
 REGION = "us-east-1"
@@ -43,36 +44,28 @@ def environment_of(event: dict[str, Any]) -> dict[str, str]:
 
 
 def trigger_write(table_name: str, event: dict[str, Any], image: str = IMAGE) -> None:
-    """What a trigger function writes right after StartBuild (the table contract)."""
+    """Write what the trigger functions write right after StartBuild, with their own code."""
     environment = environment_of(event)
-    build_id = event["detail"]["build-id"].split(":build/", 1)[1]
-    values: dict[str, Any] = {
-        "build_id": build_id,
-        "build_arn": event["detail"]["build-id"],
-        "build_number": int(event["detail"]["additional-information"]["build-number"]),
-        "image": image,
-        "branch": environment[ENV_BRANCH],
-        "branch_key": branch_key(image, environment[ENV_BRANCH]),
-        "trigger": environment[ENV_TRIGGER],
-        "mode": environment[ENV_MODE],
-        "requested_at": environment[ENV_REQUESTED_AT],
-        "day": environment[ENV_REQUESTED_AT][:10],
-        "claim_pk": claim_pk(image, environment[ENV_BRANCH], environment.get(ENV_COMMIT, "n")),
-    }
-    if environment.get(ENV_COMMIT):
-        values["commit"] = environment[ENV_COMMIT]
-    names = {f"#a{i}": name for i, name in enumerate(values)}
-    sets = [f"#a{i} = :a{i}" for i in range(len(values))]
-    table = boto3.resource("dynamodb", region_name=REGION).Table(table_name)
-    table.update_item(
-        Key={"pk": build_pk(build_id)},
-        UpdateExpression="SET " + ", ".join([*sets, "#status = if_not_exists(#status, :ip)"]),
-        ExpressionAttributeNames={**names, "#status": "status"},
-        ExpressionAttributeValues={
-            **{f":a{i}": value for i, value in enumerate(values.values())},
-            ":ip": "IN_PROGRESS",
-        },
+    build_arn = event["detail"]["build-id"]
+    commit = environment.get(ENV_COMMIT) or None
+    request = BuildRequest(
+        image=image,
+        branch=environment[ENV_BRANCH],
+        commit=commit,
+        trigger=Trigger(environment[ENV_TRIGGER]),
+        mode=BuildMode(environment[ENV_MODE]),
+        requested_at=datetime.fromisoformat(environment[ENV_REQUESTED_AT].replace("Z", "+00:00")),
+        occasion=commit or "manual",
     )
+    build = StartedBuild(
+        build_id=build_arn.split(":build/", 1)[1],
+        arn=build_arn,
+        number=int(event["detail"]["additional-information"]["build-number"]),
+        status="IN_PROGRESS",
+    )
+    claim = Claim(pk=request.claim_pk, token=environment[ENV_REQUESTED_AT], build_id=None)
+    store = BuildsStore(table_name, boto3.client("dynamodb", region_name=REGION))
+    store.record_build(request, build, claim)
 
 
 def batch_get_build(
