@@ -1,0 +1,747 @@
+"""`layercache demo`: the whole pipeline, end to end, on an embedded AWS and a local registry.
+
+It deploys the stack's resources into an embedded AWS (moto's server, in this process),
+starts a local registry and a standalone BuildKit (the rig of tests/docker), and plays a
+story through the real handlers, called in this process with the environment
+template.yaml gives each function:
+
+  signed GitHub pushes -> GitHubWebhookFunction -> StartBuild -> a real build of the
+  buildspec and its driver (demo_codebuild.LocalCodeBuild) -> "Build State Change"
+  events -> BuildRecorderFunction -> BuildsTable; NightlyRebuildFunction's refresh;
+  ImagePrunerFunction, dry run then for real; `layercache report`.
+
+Function logs and metrics go to <workdir>/logs/functions.log, each build's log to
+<workdir>/builds/<number>.log (`--keep` leaves them). Without a Docker engine it says
+so and stops: it never fakes a build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from layercache_dev import report
+from layercache_dev.demo_codebuild import (
+    LocalCodeBuild,
+    PendingBuild,
+    RanBuild,
+    SourceRepository,
+)
+from layercache_dev.demo_ecr import (
+    delete_from_registry,
+    ecr_digests,
+    ecr_like_deletes,
+    mirror_registry,
+    registry_manifests,
+)
+from layercache_dev.embedded_aws import FAKE_CREDENTIALS, REGION, EmbeddedAws, Stack
+from layercache_dev.github_events import ZERO_SHA, function_url_event, push_payload
+from layercache_dev.rig import ROOT, Rig, missing_prerequisites
+from layercache_dev.template import function_handler
+
+# Two stages, each step writing a few MB and sleeping a little (a stand-in for compiling
+# or installing); the final stage declares the refresh build-arg before its OS-package
+# step, as the docs ask. `{base}` is the rig's busybox image.
+DOCKERFILE = """\
+FROM {base} AS builder
+RUN dd if=/dev/urandom of=/deps-a bs=1M count=3 && sleep 2
+RUN dd if=/dev/urandom of=/deps-b bs=1M count=3 && sleep 2
+COPY src/ /src/
+RUN cat /src/*.txt > /app.bin && dd if=/dev/urandom bs=1M count=2 >> /app.bin && sleep 1
+
+FROM {base}
+RUN dd if=/dev/urandom of=/runtime bs=1M count=3 && sleep 2
+ARG LAYERCACHE_REFRESH_DATE
+RUN echo "$LAYERCACHE_REFRESH_DATE" > /os-packages && dd if=/dev/urandom of=/os bs=1M count=3 \\
+    && sleep 1
+RUN dd if=/dev/urandom of=/app-deps bs=1M count=3 && sleep 1
+COPY --from=builder /app.bin /app.bin
+RUN wc -c /app.bin > /manifest.txt
+"""
+FIRST_COMMIT = {
+    "Dockerfile": DOCKERFILE,
+    "src/app.txt": "version 1\n",
+    "README.md": "# service\n",
+}
+DEFAULT_BRANCH = "main"
+NEW_BRANCH = "feature/login"
+# The pruning policy of the story: keep each branch's newest build only, no age rule.
+PRUNE_POLICY = {"PruneKeepPerBranch": "1", "PruneKeepDays": "0"}
+# The pruner keeps anything younger than an hour; the mirrored images are dated back so.
+BACKDATE = timedelta(hours=2)
+SERVING = "(serving)"
+NO_ENGINE_HELP = (
+    "on Debian 12 run `sudo .ci/setup-docker`; elsewhere install Docker with buildx 0.12+, "
+    "Debian's docker-registry and busybox-static, and a buildkitd binary"
+)
+
+
+class DemoError(RuntimeError):
+    """The story went other than it must (a handler answered unexpectedly, a build failed)."""
+
+
+# ---------------------------------------------------------------- progress lines
+
+
+class Progress:
+    """One line per step; on a terminal a ticking spinner while a step runs."""
+
+    def __init__(self, out: TextIO, tty: bool) -> None:
+        self.out = out
+        self.tty = tty
+        utf8 = (getattr(out, "encoding", "") or "").lower().replace("-", "") == "utf8"
+        self.ok, self.failed = ("✓", "✗") if utf8 else ("+", "x")
+
+    def line(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    @contextlib.contextmanager
+    def step(self, label: str) -> Iterator[Step]:
+        step = Step(label)
+        started = time.monotonic()
+        stop = threading.Event()
+        ticker = None
+        if self.tty:
+            ticker = threading.Thread(target=self._tick, args=(label, started, stop), daemon=True)
+            ticker.start()
+        try:
+            yield step
+        except BaseException as error:
+            self._finish(stop, ticker)
+            reason = "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)
+            self.line(f"  {self.failed} {label}: {reason}")
+            raise
+        self._finish(stop, ticker)
+        seconds = time.monotonic() - started
+        self.line(f"  {self.ok} {label}: {step.result}  ({seconds:.1f}s)")
+        for detail in step.details:
+            self.line(f"      {detail}")
+
+    def _finish(self, stop: threading.Event, ticker: threading.Thread | None) -> None:
+        stop.set()
+        if ticker is not None:
+            ticker.join()
+            self.out.write("\r\033[K")
+
+    def _tick(self, label: str, started: float, stop: threading.Event) -> None:
+        for frame in itertools.cycle("|/-\\"):
+            self.out.write(f"\r\033[K  {frame} {label}  {time.monotonic() - started:.0f}s")
+            self.out.flush()
+            if stop.wait(0.2):
+                return
+
+
+@dataclass
+class Step:
+    label: str
+    result: str = "done"
+    details: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- the functions, in process
+
+
+@dataclass
+class FakeLambdaContext:
+    """What Powertools reads from the Lambda context."""
+
+    function_name: str
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    memory_limit_in_mb: int = 256
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:123456789012:function:layercache-{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+class LocalFunctions:
+    """Invoke the stack's functions in this process, each with the template's environment.
+
+    Function logs and metrics (stdout in Lambda) go to `log_path`. A function's cached
+    service is rebuilt whenever its environment changes.
+    """
+
+    def __init__(self, stack: Stack, log_path: Path) -> None:
+        self.stack = stack
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("a", encoding="utf-8")
+        self._last_env: dict[str, dict[str, str]] = {}
+
+    def close(self) -> None:
+        self._log.close()
+
+    def invoke(self, logical_id: str, event: Mapping[str, Any], **overrides: str) -> dict[str, Any]:
+        env = self.stack.environment(logical_id, **overrides)
+        with (
+            _environment(env),
+            contextlib.redirect_stdout(self._log),
+            contextlib.redirect_stderr(self._log),
+        ):
+            handler = self._handler(logical_id)
+            if self._last_env.get(logical_id) != env:
+                _reset_services(logical_id)
+                self._last_env[logical_id] = env
+            result: dict[str, Any] = handler(dict(event), FakeLambdaContext(logical_id))
+        self._log.flush()
+        return result
+
+    def _handler(self, logical_id: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+        module_name, _, attribute = function_handler(logical_id).rpartition(".")
+        module = importlib.import_module(module_name)
+        # Powertools' log handlers write to the stdout they found at import: send them here.
+        for name in list(logging.root.manager.loggerDict):
+            if name == "layercache" or name.startswith("layercache."):
+                for log_handler in logging.getLogger(name).handlers:
+                    if isinstance(log_handler, logging.StreamHandler):
+                        log_handler.setStream(self._log)
+        handler: Callable[[dict[str, Any], Any], dict[str, Any]] = getattr(module, attribute)
+        return handler
+
+    def log_records(self, since: int) -> list[dict[str, Any]]:
+        """The JSON log lines the functions wrote after byte offset `since`."""
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            lines = log.read().decode("utf-8", "replace").splitlines()
+        records = []
+        for line in lines:
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    records.append(json.loads(line))
+        return records
+
+    def log_mark(self) -> int:
+        self._log.flush()
+        return self.log_path.stat().st_size
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _reset_services(logical_id: str) -> None:
+    """Forget a function's cached service (it read its settings from the environment)."""
+    if logical_id in ("GitHubWebhookFunction", "NightlyRebuildFunction"):
+        from layercache.triggers import wiring
+
+        wiring.reset()
+    elif logical_id == "BuildRecorderFunction":
+        from layercache.handlers import build_recorder
+
+        build_recorder.default_service.cache_clear()
+    elif logical_id == "ImagePrunerFunction":
+        from layercache.pruning import service
+
+        service.default_service.cache_clear()
+
+
+# ---------------------------------------------------------------- the story
+
+
+@dataclass
+class Demo:
+    """The running pieces and what happened so far (the JSON summary)."""
+
+    progress: Progress
+    aws: EmbeddedAws
+    stack: Stack
+    rig: Rig
+    functions: LocalFunctions
+    codebuild: LocalCodeBuild
+    source: SourceRepository
+    image_repository: str  # in the local registry: "127.0.0.1:PORT/layercache/demo"
+    summary: dict[str, Any] = field(default_factory=dict)
+    recorded: list[dict[str, Any]] = field(default_factory=list)
+
+    # -- one delivery, and the builds it starts
+
+    def deliver(
+        self,
+        name: str,
+        label: str,
+        event: dict[str, Any],
+        expected_status: int,
+        story: str | None = None,
+    ) -> dict[str, Any]:
+        with self.progress.step(label) as step:
+            response = self.functions.invoke("GitHubWebhookFunction", event)
+            status = int(response["statusCode"])
+            body = _json_or_text(response.get("body", ""))
+            build_id = body.get("build_id") if isinstance(body, dict) else None
+            message = body.get("message") if isinstance(body, dict) else body
+            step.result = f"{status} {message or ''}".strip()
+            if status != expected_status:
+                raise DemoError(f"expected {expected_status}, got {status}: {body}")
+        started = self.run_builds(story or name)
+        self.summary["deliveries"].append(
+            {
+                "name": name,
+                "status": status,
+                "build_id": build_id,
+                "builds_started": len(started),
+            }
+        )
+        return response
+
+    def run_builds(self, story: str) -> list[RanBuild]:
+        """Run every pending build; `story` names them in the summary ({branch} expands)."""
+        return [self.run_build(item, story) for item in self.codebuild.pending()]
+
+    def run_build(self, item: PendingBuild, story: str) -> RanBuild:
+        env = item.environment
+        label = (
+            f"  build #{item.number} of {env.get('LAYERCACHE_BRANCH')} "
+            f"({env.get('LAYERCACHE_TRIGGER')}, {env.get('LAYERCACHE_MODE')})"
+        )
+        recorded_before = len(self.recorded)
+        with self.progress.step(label) as step:
+            ran = self.codebuild.run(item)
+            variables = ran.variables
+            cached = f"{variables.get('LAYERCACHE_CACHED_STEPS', '?')}/"
+            cached += f"{variables.get('LAYERCACHE_TOTAL_STEPS', '?')} steps cached"
+            ref = variables.get("LAYERCACHE_CACHE_REF_HIT", "none").rsplit(":", 1)[-1]
+            records = [str(r.get("status")) for r in self.recorded[recorded_before:]]
+            step.result = (
+                f"{ran.status} at {ran.commit.short}, buildspec {ran.seconds:.1f}s, {cached}"
+                f" ({variables.get('LAYERCACHE_CACHE_STATUS', '?')}"
+                + (f", from {ref}" if ref != "none" else "")
+                + f"); recorded {' -> '.join(records)}"
+            )
+            if ran.status != "SUCCEEDED":
+                raise DemoError(f"build #{ran.number} {ran.status}; log: {ran.log_path}")
+        self.summary["builds"].append(
+            {
+                "story": story.format(branch=ran.branch),
+                "number": ran.number,
+                "build_id": ran.build_id,
+                "branch": ran.branch,
+                "commit": ran.commit.sha,
+                "trigger": ran.environment.get("LAYERCACHE_TRIGGER"),
+                "mode": ran.environment.get("LAYERCACHE_MODE"),
+                "status": ran.status,
+                "seconds": round(ran.seconds, 2),
+                "total_seconds": round(ran.total_seconds, 2),
+                "cache_hit_ratio": float(variables.get("LAYERCACHE_CACHE_HIT_RATIO", "nan")),
+                "cached_steps": int(variables.get("LAYERCACHE_CACHED_STEPS", "0")),
+                "total_steps": int(variables.get("LAYERCACHE_TOTAL_STEPS", "0")),
+                "cache_status": variables.get("LAYERCACHE_CACHE_STATUS"),
+                "cache_ref_hit": variables.get("LAYERCACHE_CACHE_REF_HIT"),
+            }
+        )
+        return ran
+
+    # -- the story itself
+
+    def play(self) -> None:
+        self.summary.update({"deliveries": [], "builds": []})
+        source = self.source
+        first = source.commit(DEFAULT_BRANCH, "Add the service", FIRST_COMMIT)
+        push = _push(first.sha, DEFAULT_BRANCH, list(FIRST_COMMIT), first.message, created=True)
+        self.deliver(
+            "push-main", f"push {first.short} to main (the first build)", push, 201, "cold"
+        )
+        self.deliver("redelivery", "GitHub redelivers that push", push, 200)
+
+        readme = {"README.md": "# service\n\nBuilt and cached by layercache.\n"}
+        second = source.commit(DEFAULT_BRANCH, "Explain the service in the README", readme)
+        self.deliver(
+            "push-unchanged",
+            f"push {second.short} to main (README only: no layer depends on it)",
+            _push(second.sha, DEFAULT_BRANCH, list(readme), second.message, before=first.sha),
+            201,
+            "unchanged",
+        )
+        app = {"src/app.txt": "version 2\n"}
+        third = source.commit(DEFAULT_BRANCH, "Release version 2", app)
+        self.deliver(
+            "push-halfway",
+            f"push {third.short} to main (src/ changes: a step halfway down)",
+            _push(third.sha, DEFAULT_BRANCH, list(app), third.message, before=second.sha),
+            201,
+            "halfway",
+        )
+        login = {"src/login.txt": "login form\n"}
+        fourth = source.commit(NEW_BRANCH, "Add a login form", login, base=DEFAULT_BRANCH)
+        self.deliver(
+            "push-new-branch",
+            f"push {fourth.short} to the new branch {NEW_BRANCH}",
+            _push(fourth.sha, NEW_BRANCH, list(login), fourth.message, created=True),
+            201,
+            "new-branch",
+        )
+        forged = _push(fourth.sha, DEFAULT_BRANCH, ["Dockerfile"], "Not from GitHub")
+        self.deliver(
+            "bad-signature",
+            "a push signed with the wrong secret",
+            function_url_event("push", forged, secret="not-the-webhook-secret"),  # noqa: S106
+            401,
+        )
+        self.nightly()
+
+    def nightly(self) -> None:
+        scheduled = datetime.now(UTC).replace(hour=3, minute=0, second=0, microsecond=0)
+        event = {
+            "mode": "refresh",
+            "scheduled_time": scheduled.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "execution_id": str(uuid.uuid4()),
+        }
+        with self.progress.step("the nightly refresh (EventBridge Scheduler)") as step:
+            result = self.functions.invoke("NightlyRebuildFunction", event)
+            started = [b for b in result["builds"] if b["started"]]
+            step.result = f"{len(started)} refresh builds started: " + ", ".join(
+                b["branch"] for b in started
+            )
+        ran = self.run_builds("nightly-{branch}")
+        self.summary["nightly"] = {"response": result, "builds": len(ran)}
+
+    # -- pruning
+
+    def prune(self) -> None:
+        name = self.stack.repository_name
+        ecr = self.aws.client("ecr")
+        stored = registry_manifests(self.rig.registry, name)
+        with self.progress.step("mirror the local registry into the embedded ECR") as step:
+            mirrored = mirror_registry(stored, ecr, name, BACKDATE)
+            step.result = (
+                f"{mirrored} manifests ({sum(1 for m in stored if m.tags)} tagged), true digests;"
+                f" dated {BACKDATE.total_seconds() / 3600:.0f} h back so the pruner's one-hour"
+                " in-flight grace has passed"
+            )
+        policy = ", ".join(f"{k}={v}" for k, v in PRUNE_POLICY.items())
+        schedule = json.loads((ROOT / "events/image-pruner/daily-schedule.json").read_text())
+        with self.progress.step(f"ImagePrunerFunction, dry run ({policy})") as step:
+            mark = self.functions.log_mark()
+            dry = self.functions.invoke(
+                "ImagePrunerFunction", schedule, PRUNE_DRY_RUN="true", **_prune_env()
+            )["repositories"][0]
+            plan = [
+                r
+                for r in self.functions.log_records(mark)
+                if r.get("message", "").startswith("Plan:")
+            ]
+            kept = [_plan_entry(r) for r in plan if r.get("keep")]
+            deleted = [_plan_entry(r) for r in plan if not r.get("keep")]
+            step.result = f"would keep {dry['kept']}, delete {dry['planned_deletions']}"
+            step.details = [_plan_line("keep", e) for e in kept] + [
+                _plan_line("delete", e) for e in deleted
+            ]
+        with self.progress.step("ImagePrunerFunction, for real") as step:
+            before = ecr_digests(ecr, name)
+            real = self.functions.invoke(
+                "ImagePrunerFunction", schedule, PRUNE_DRY_RUN="false", **_prune_env()
+            )["repositories"][0]
+            remaining = ecr_digests(ecr, name)
+            gone = before - remaining
+            registry_deleted = delete_from_registry(
+                self.rig.registry, name, [m for m in stored if m.digest in gone]
+            )
+            left = {m.digest for m in registry_manifests(self.rig.registry, name)}
+            step.result = (
+                f"deleted {real.get('deleted', 0)} images from the embedded ECR "
+                f"({len(remaining)} left), failures {len(real.get('failed', []))}; the same "
+                f"{registry_deleted} manifests deleted from the local registry "
+                f"({len(left)} left; blobs stay until its garbage-collect)"
+            )
+        self.summary["pruning"] = {
+            "policy": PRUNE_POLICY,
+            "backdated_hours": BACKDATE.total_seconds() / 3600,
+            "mirrored": mirrored,
+            "dry_run": dry,
+            "run": real,
+            "kept": kept,
+            "deleted": deleted,
+            "ecr_remaining": sorted(remaining),
+            "registry_deleted": registry_deleted,
+            "registry_remaining": sorted(left),
+        }
+
+    # -- the end: records and the report
+
+    def finish(self) -> str:
+        dynamodb = self.aws.client("dynamodb")
+        items = dynamodb.scan(TableName=self.stack.table_name)["Items"]
+        self.summary["records"] = [
+            {
+                "build_id": item["build_id"]["S"],
+                "status": item.get("status", {}).get("S"),
+                "branch": item.get("branch", {}).get("S"),
+                "trigger": item.get("trigger", {}).get("S"),
+                "mode": item.get("mode", {}).get("S"),
+                "cache_hit_ratio": float(item["cache_hit_ratio"]["N"])
+                if "cache_hit_ratio" in item
+                else None,
+                "duration_seconds": int(item["duration_seconds"]["N"])
+                if "duration_seconds" in item
+                else None,
+            }
+            for item in items
+            if item["pk"]["S"].startswith("BUILD#")
+        ]
+        rows = report.fetch_builds(self.stack.table_name, 2, datetime.now(UTC), dynamodb)
+        text = report.format_report(rows, 2, 20, report.WARM_THRESHOLD)
+        self.summary["report"] = text
+        builds = {b["story"]: b for b in self.summary["builds"]}
+        cold, warm = builds["cold"]["seconds"], builds["unchanged"]["seconds"]
+        self.summary["warm_over_cold"] = round(warm / cold, 3) if cold else None
+        return text
+
+
+def _json_or_text(body: str) -> Any:
+    try:
+        return json.loads(body)
+    except (TypeError, json.JSONDecodeError):
+        return body
+
+
+def _push(
+    sha: str,
+    branch: str,
+    changed: list[str],
+    message: str,
+    *,
+    before: str | None = None,
+    created: bool = False,
+) -> dict[str, Any]:
+    payload = push_payload(
+        ref=f"refs/heads/{branch}",
+        after=sha,
+        before=ZERO_SHA if created else before,
+        changed=changed,
+        message=message,
+        created=created,
+    )
+    return function_url_event("push", payload)
+
+
+def _prune_env() -> dict[str, str]:
+    return {"PRUNE_KEEP_PER_BRANCH": "1", "PRUNE_KEEP_DAYS": "0"}
+
+
+def _plan_entry(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "digest": record.get("digest"),
+        "tags": list(record.get("tags") or []),
+        "why": list(record.get("why") or []),
+    }
+
+
+def _plan_line(verdict: str, entry: Mapping[str, Any]) -> str:
+    tags = [
+        t for t in entry["tags"] if not (len(t) == 40 and all(c in "0123456789abcdef" for c in t))
+    ]
+    why = entry["why"][0] if entry["why"] else "?"
+    return f"{verdict:<6} {str(entry['digest'])[7:19]}  {','.join(tags) or '(untagged)':<34} {why}"
+
+
+# ---------------------------------------------------------------- setting up, cleaning up
+
+
+class _Interrupts:
+    """The first Ctrl-C stops the story; later ones must not cut the clean-up short."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.count = 0
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count == 1:
+            raise KeyboardInterrupt
+        self.progress.line("  (cleaning up: stopping the registry, BuildKit and the embedded AWS)")
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    progress = Progress(out, out.isatty())
+    missing = missing_prerequisites("remote")
+    if missing:
+        what = "a Docker engine" if any("Docker engine" in m for m in missing) else "more tools"
+        sys.stderr.write(
+            f"layercache demo: needs {what} and has none here ({'; '.join(missing)}): "
+            f"{NO_ENGINE_HELP}. Nothing was built.\n"
+        )
+        return 3
+    interrupts = _Interrupts(progress)
+    previous = signal.signal(signal.SIGINT, interrupts)
+    workdir = Path(tempfile.mkdtemp(prefix="layercache-demo-"))
+    try:
+        return _run(args, progress, workdir)
+    except KeyboardInterrupt:
+        progress.line("Interrupted: everything the demo started is stopped.")
+        return 130
+    except DemoError as error:
+        progress.line(f"The demo failed: {error}")
+        return 1
+    finally:
+        if args.keep:
+            progress.line(f"Kept {workdir} (builds/, logs/functions.log, checkouts/, rig/)")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run(args: argparse.Namespace, progress: Progress, workdir: Path) -> int:
+    os.environ.update(FAKE_CREDENTIALS)
+    os.environ.update({"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_DEV": "false"})
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        os.environ.pop(name, None)
+    progress.line("layercache demo: the whole pipeline on an embedded AWS and a local registry")
+    aws = EmbeddedAws(host=args.host, port=args.port) if args.serve else EmbeddedAws()
+    with contextlib.ExitStack() as outer:
+        with progress.step("embedded AWS") as step:
+            aws.start()
+            outer.callback(aws.stop)
+            step.result = f"moto server on {aws.endpoint}"
+        with contextlib.ExitStack() as inner:
+            with progress.step("local registry, standalone BuildKit, busybox base image") as step:
+                rig = inner.enter_context(Rig(workdir / "rig"))
+                step.result = f"registry {rig.registry.host}, builder {rig.builder}"
+            demo = _set_up(progress, aws, rig, workdir, outer, inner)
+            demo.play()
+            demo.prune()
+            table = demo.finish()
+        progress.line()
+        progress.line("layercache report (from BuildsTable in the embedded AWS)")
+        progress.line(table.rstrip())
+        progress.line()
+        progress.line(_closing(demo.summary))
+        if args.json:
+            args.json.write_text(json.dumps(demo.summary, indent=2, default=str) + "\n")
+        if args.serve:
+            _serve(aws, demo.stack, progress)
+    return 0
+
+
+def _set_up(
+    progress: Progress,
+    aws: EmbeddedAws,
+    rig: Rig,
+    workdir: Path,
+    outer: contextlib.ExitStack,
+    inner: contextlib.ExitStack,
+) -> Demo:
+    """Deploy the resources, and wire the functions and the CodeBuild stand-in to them."""
+    with progress.step("deploy the stack's resources") as step:
+        image_repository = rig.repository("layercache/demo")
+        stack = aws.deploy(
+            {
+                "SourceRepository": "octo-org/service",
+                "WatchedBranches": [DEFAULT_BRANCH, NEW_BRANCH],
+                **PRUNE_POLICY,
+            },
+            build_repository_uri=image_repository,
+        )
+        ecr_like_deletes()
+        step.result = (
+            f"table {stack.table_name}, ECR repository {stack.repository_name}, project "
+            f"{stack.project_name}, secret {stack.names.secret}, topic {stack.names.topic}"
+        )
+    functions = LocalFunctions(stack, workdir / "logs" / "functions.log")
+    outer.callback(functions.close)
+    source = SourceRepository()
+    recorded: list[dict[str, Any]] = []
+
+    def to_recorder(event: dict[str, Any]) -> None:
+        """EventBridge: a build state change to BuildRecorderFunction."""
+        recorded.append(functions.invoke("BuildRecorderFunction", event))
+
+    codebuild = LocalCodeBuild(
+        stack.project_name, rig, source, workdir=workdir, deliver=to_recorder
+    )
+    codebuild.install()
+    outer.callback(codebuild.uninstall)
+    return Demo(
+        progress, aws, stack, rig, functions, codebuild, source, image_repository, recorded=recorded
+    )
+
+
+def _closing(summary: Mapping[str, Any]) -> str:
+    builds = {b["story"]: b for b in summary["builds"]}
+    cold, warm = builds["cold"], builds["unchanged"]
+    pruning = summary["pruning"]
+    return (
+        f"Cold build {cold['seconds']:.1f}s; unchanged {warm['seconds']:.1f}s "
+        f"({cold['seconds'] / max(warm['seconds'], 0.01):.0f}x faster, "
+        f"{warm['cache_hit_ratio']:.0%} cached); change halfway "
+        f"{builds['halfway']['seconds']:.1f}s ({builds['halfway']['cache_hit_ratio']:.0%}); "
+        f"new branch {builds['new-branch']['seconds']:.1f}s "
+        f"({builds['new-branch']['cache_hit_ratio']:.0%}, from main's cache). "
+        f"Pruner kept {len(pruning['kept'])} and deleted {len(pruning['deleted'])} images."
+    )
+
+
+def _serve(aws: EmbeddedAws, stack: Stack, progress: Progress) -> None:
+    """Keep the embedded AWS up until Ctrl-C (the registry and BuildKit are stopped)."""
+    progress.line()
+    progress.line(f"Serving the embedded AWS on {aws.host}:{aws.port} until Ctrl-C. Try:")
+    progress.line(
+        f"  AWS_ENDPOINT_URL={aws.endpoint} .venv/bin/layercache report --table {stack.table_name}"
+    )
+    progress.line(
+        "  sam local invoke GitHubWebhookFunction -e events/github-webhook/push-main.json"
+        " --env-vars events/env.json --add-host host.docker.internal:host-gateway"
+    )
+    progress.line(SERVING)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        progress.line("Stopped serving.")
+
+
+# ---------------------------------------------------------------- command line
+
+
+def add_parser(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "demo",
+        help="The whole pipeline end to end, on an embedded AWS and a local registry",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--keep", action="store_true", help="Leave the temp dir for inspection")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="Write a summary as JSON")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="After the story, keep the embedded AWS up (for sam local invoke) until Ctrl-C",
+    )
+    parser.add_argument("--port", type=int, default=5000, help="--serve port (default 5000)")
+    parser.add_argument(
+        "--host",
+        default="0.0.0.0",  # noqa: S104 - sam local's containers reach it through the host
+        help="--serve address (default 0.0.0.0: containers must reach it)",
+    )
+    parser.set_defaults(run=run)

@@ -1,0 +1,215 @@
+"""An embedded AWS: moto's server in this process, with the stack's resources in it.
+
+The demo plays its story against it, and `layercache demo --serve` keeps it up for
+`sam local invoke` (events/env.json points functions at it). The resources are made
+from template.yaml's own definitions where they matter (the table's keys and indexes,
+the build project's environment) under the names events/env.json gives them, so neither
+can drift from the template.
+
+    aws = EmbeddedAws()                      # 127.0.0.1, a free port
+    aws.start()
+    stack = aws.deploy(parameters={"WatchedBranches": ["main"]}, build_repository_uri=uri)
+    stack.environment("GitHubWebhookFunction")   # the function's env, AWS_ENDPOINT_URL set
+    aws.client("dynamodb").scan(TableName=stack.table_name)
+    aws.stop()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.server import ThreadedMotoServer
+
+from layercache_dev.github_events import LOCAL_WEBHOOK_SECRET
+from layercache_dev.template import (
+    ROOT,
+    create_table_arguments,
+    function_environment,
+    parameter_defaults,
+    resolve,
+    resource,
+)
+
+REGION = "us-east-1"
+ACCOUNT = DEFAULT_ACCOUNT_ID
+STACK_NAME = "layercache"
+ENV_JSON = ROOT / "events" / "env.json"
+BUILDSPEC = ROOT / "buildspecs" / "buildspec.yml"
+# Fake credentials: whatever talks to the embedded AWS must never reach a real account.
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "embedded",
+    "AWS_SECRET_ACCESS_KEY": "embedded",
+    "AWS_SESSION_TOKEN": "embedded",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@dataclass(frozen=True)
+class StackNames:
+    """The names events/env.json gives the resources (read from that file)."""
+
+    table: str
+    project: str
+    repository: str
+    secret: str
+    topic: str = "layercache-build-notifications"
+
+    @classmethod
+    def from_env_json(cls, path: Path = ENV_JSON) -> StackNames:
+        env = json.loads(path.read_text())
+        return cls(
+            table=env["Parameters"]["BUILDS_TABLE_NAME"],
+            project=env["Parameters"]["BUILD_PROJECT_NAME"],
+            repository=env["Parameters"]["IMAGE_REPOSITORY_NAME"],
+            secret=env["GitHubWebhookFunction"]["WEBHOOK_SECRET_ARN"],
+        )
+
+
+@dataclass
+class Stack:
+    """What `deploy` created: names, and the values the template's references resolve to."""
+
+    names: StackNames
+    endpoint: str
+    refs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def table_name(self) -> str:
+        return self.names.table
+
+    @property
+    def project_name(self) -> str:
+        return self.names.project
+
+    @property
+    def repository_name(self) -> str:
+        return self.names.repository
+
+    def environment(self, logical_id: str, **overrides: str) -> dict[str, str]:
+        """The environment template.yaml gives `logical_id`, resolved, aimed at this AWS."""
+        env = {
+            name: str(resolve(value, self.refs))
+            for name, value in function_environment(logical_id).items()
+        }
+        env["AWS_ENDPOINT_URL"] = self.endpoint
+        env.update(overrides)
+        return env
+
+
+class EmbeddedAws:
+    """moto's server on a thread of this process (its backends are this process's own)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        self._started = False
+        self.port = port
+
+    def start(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on our stdout
+        self._server.start()
+        self._started = True
+        self.port = self._server.get_host_and_port()[1]
+
+    def stop(self) -> None:
+        if self._started:
+            self._server.stop()
+            self._started = False
+
+    @property
+    def endpoint(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+    def client(self, service: str) -> Any:
+        return boto3.client(  # type: ignore[call-overload]
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
+        )
+
+    def deploy(
+        self,
+        parameters: Mapping[str, Any],
+        build_repository_uri: str,
+        names: StackNames | None = None,
+    ) -> Stack:
+        """Create the table, image repository, build project, webhook secret and topic.
+
+        `parameters` override the template's parameter defaults. The project's image
+        repository URI is `build_repository_uri`: builds push to the local registry, which
+        stands in for the ECR repository's registry endpoint.
+        """
+        names = names or StackNames.from_env_json()
+        refs: dict[str, Any] = {
+            **parameter_defaults(),
+            **parameters,
+            "AWS::StackName": STACK_NAME,
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+        }
+        self.client("dynamodb").create_table(**create_table_arguments("BuildsTable", names.table))
+        repository = self.client("ecr").create_repository(
+            repositoryName=names.repository,
+            imageTagMutability="MUTABLE",
+            imageScanningConfiguration={"scanOnPush": True},
+        )["repository"]
+        secret = self.client("secretsmanager").create_secret(
+            Name=names.secret, SecretString=LOCAL_WEBHOOK_SECRET
+        )
+        topic = self.client("sns").create_topic(Name=names.topic)["TopicArn"]
+        refs.update(
+            {
+                "ImageRepositoryName": names.repository,
+                "ImageRepository": names.repository,
+                "ImageRepository.RepositoryUri": build_repository_uri,
+                "ImageRepository.Arn": repository["repositoryArn"],
+                "BuildsTable": names.table,
+                "ImageBuildProject": names.project,
+                "WebhookSecret": secret["ARN"],
+                "BuildNotificationsTopic": topic,
+                "BuildDriverBundle": "(local: buildspecs/build_driver.py)",
+            }
+        )
+        self._create_project(names.project, refs)
+        return Stack(names=names, endpoint=self.endpoint, refs=refs)
+
+    def _create_project(self, name: str, refs: Mapping[str, Any]) -> None:
+        """The ImageBuildProject, from the template's Environment and Source."""
+        props = resource("ImageBuildProject")["Properties"]
+        environment = props["Environment"]
+        variables = [
+            {"name": v["Name"], "value": str(resolve(v["Value"], dict(refs))), "type": "PLAINTEXT"}
+            for v in environment["EnvironmentVariables"]
+        ]
+        self.client("codebuild").create_project(
+            name=name,
+            source={
+                "type": str(resolve(props["Source"]["Type"], dict(refs))),
+                "location": f"https://github.com/{refs['SourceRepository']}.git",
+                "gitCloneDepth": 1,
+                "buildspec": BUILDSPEC.read_text(),
+            },
+            artifacts={"type": "NO_ARTIFACTS"},
+            environment={
+                "type": environment["Type"],
+                "image": str(resolve(environment["Image"], dict(refs))),
+                "computeType": str(resolve(environment["ComputeType"], dict(refs))),
+                "privilegedMode": bool(environment["PrivilegedMode"]),
+                "environmentVariables": variables,
+            },
+            serviceRole=f"arn:aws:iam::{ACCOUNT}:role/{STACK_NAME}-BuildProjectRole",
+            timeoutInMinutes=int(resolve(props["TimeoutInMinutes"], dict(refs))),
+        )
