@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from layercache_dev import demo, report
+from layercache_dev import bench, demo, report
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="layercache", description="layercache developer tools")
     subparsers = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     report.add_parser(subparsers)
+    bench.add_parser(subparsers)
     demo.add_parser(subparsers)
     return root
 

@@ -1,0 +1,255 @@
+"""`layercache bench`: build strategies side by side, and the pipeline's own overhead.
+
+    .venv/bin/layercache bench                  # the full run (about half an hour here)
+    .venv/bin/layercache bench --quick          # tiny sizes, one run: a minute or two
+    .venv/bin/layercache bench --rate 20 --size-mb 500 --runs 5 --out /tmp/bench
+
+It starts the rig (bench uses the standalone BuildKit as CodeBuild does, and the engine's
+own builder for the seed's approach), puts a throttling proxy in front of its registry,
+measures every strategy in every scenario (bench_builds), then the functions' import
+times, the webhook handler's latency and the pruner's plan (bench_overhead), and writes
+results.md, results.json and builds.png to --out (bench/results by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from layercache_dev import bench_overhead
+from layercache_dev.bench_builds import (
+    SHORT_NAMES,
+    STRATEGIES,
+    BuildBench,
+    Strategy,
+    builder_cached_seconds,
+)
+from layercache_dev.bench_chart import bar_chart
+from layercache_dev.bench_report import (
+    Results,
+    check_targets,
+    human_bytes,
+    results_json,
+    results_markdown,
+)
+from layercache_dev.bench_workload import SCENARIOS, STEPS, Scenario, Workload
+from layercache_dev.rig import ROOT, Rig, missing_prerequisites
+from layercache_dev.throttle import ThrottleProxy
+
+DEFAULT_OUT = ROOT / "bench" / "results"
+CHART_LABELS = {
+    Scenario.COLD: "cold",
+    Scenario.UNCHANGED: "unchanged",
+    Scenario.HALFWAY: "halfway",
+    Scenario.BUILDER: "builder stage",
+    Scenario.BASE_REFRESH: "base refresh",
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    size_mb: float = 300.0
+    work_seconds: float = 20.0
+    runs: int = 3
+    rate_mb: float = 50.0  # MB (10^6 bytes) per second, each way
+    webhook_iterations: int = 500
+    prune_images: int = 10_000
+    import_runs: int = 10
+    builds: bool = True
+    overhead: bool = True
+
+    @classmethod
+    def quick(cls) -> Options:
+        return cls(
+            size_mb=2, work_seconds=0, runs=1, webhook_iterations=20, prune_images=400,
+            import_runs=1,
+        )  # fmt: skip
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="build strategies side by side, and the pipeline's own overhead",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    defaults = Options()
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one run (as the tests)")
+    parser.add_argument("--size-mb", type=float, help=f"image size (default {defaults.size_mb:g})")
+    parser.add_argument(
+        "--work-seconds", type=float, help=f"cold build work (default {defaults.work_seconds:g})"
+    )
+    parser.add_argument("--runs", type=int, help=f"runs per cell (default {defaults.runs})")
+    parser.add_argument(
+        "--rate", type=float, help=f"registry link, MB/s each way (default {defaults.rate_mb:g})"
+    )
+    parser.add_argument("--webhook-iterations", type=int)
+    parser.add_argument("--prune-images", type=int)
+    parser.add_argument("--import-runs", type=int)
+    parser.add_argument("--no-builds", action="store_true", help="skip the build strategies")
+    parser.add_argument("--no-overhead", action="store_true", help="skip the pipeline overhead")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results go")
+    parser.add_argument("--workdir", type=Path, help="rig and contexts (default: a temp dir)")
+    parser.set_defaults(run=run_command)
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    base = Options.quick() if args.quick else Options()
+    chosen = {
+        "size_mb": args.size_mb,
+        "work_seconds": args.work_seconds,
+        "runs": args.runs,
+        "rate_mb": args.rate,
+        "webhook_iterations": args.webhook_iterations,
+        "prune_images": args.prune_images,
+        "import_runs": args.import_runs,
+    }
+    values = {**vars(base), **{k: v for k, v in chosen.items() if v is not None}}
+    values["builds"] = not args.no_builds
+    values["overhead"] = not args.no_overhead
+    return Options(**values)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    options = options_from(args)
+    if options.builds and (missing := missing_prerequisites("remote")):
+        print("layercache bench needs: " + "; ".join(missing) + " (run .ci/setup-docker)")
+        return 2
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+
+    if args.workdir is not None:
+        results = run_bench(options, args.workdir, say)
+    else:
+        with tempfile.TemporaryDirectory(prefix="layercache-bench-") as tmp:
+            results = run_bench(options, Path(tmp), say)
+    write_results(results, args.out)
+    print()
+    print((args.out / "results.md").read_text())
+    print(f"written to {args.out}/results.md, results.json, builds.png")
+    return 0
+
+
+def run_bench(options: Options, workdir: Path, say: Callable[[str], None]) -> Results:
+    """Measure what `options` ask for; the rig and its registry log live in `workdir`."""
+    started = time.monotonic()
+    workload = Workload(size_mb=options.size_mb, work_seconds=options.work_seconds)
+    rate = options.rate_mb * 1e6
+    meta: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_description(),
+        "rate_bytes_per_second": rate,
+        "size_mb": options.size_mb,
+        "work_seconds": options.work_seconds,
+        "runs": options.runs,
+        "steps": STEPS,
+        "registry_log": str(workdir / "rig" / "registry" / "registry.log"),
+    }
+    cells = []
+    image_bytes = 0
+    if options.builds:
+        say(f"builds: {options.size_mb:g} MB image, {options.work_seconds:g} s of work, "
+            f"{options.runs} run(s) per cell, registry link {options.rate_mb:g} MB/s")  # fmt: skip
+        with (
+            Rig(workdir / "rig") as rig,
+            ThrottleProxy(("127.0.0.1", rig.registry.port), rate) as proxy,
+        ):
+            bench = BuildBench(
+                rig,
+                registry_host=proxy.host,
+                proxy_counters=lambda: (proxy.bytes_down, proxy.bytes_up),
+                workload=workload,
+                runs=options.runs,
+                workdir=workdir,
+                say=say,
+            )
+            cells = bench.run()
+            image_bytes = bench.image_bytes()
+    overhead: dict[str, Any] = {}
+    if options.overhead:
+        say("overhead: imports")
+        overhead["imports"] = bench_overhead.import_times(options.import_runs)
+        say(f"overhead: webhook x {options.webhook_iterations}")
+        overhead["webhook"] = bench_overhead.run_part("webhook", options.webhook_iterations)
+        say(f"overhead: pruner on {options.prune_images} images")
+        overhead["pruner"] = {
+            "plain": bench_overhead.plan_on_plain_data(options.prune_images, runs=5),
+            "moto": bench_overhead.run_part("pruner-moto", options.prune_images),
+        }
+    meta["total_seconds"] = round(time.monotonic() - started, 1)
+    return Results(
+        meta=meta,
+        cells=cells,
+        image_bytes=image_bytes,
+        builder_cached_seconds=builder_cached_seconds(cells) if cells else 0.0,
+        overhead=overhead,
+    )
+
+
+def write_results(results: Results, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    targets = check_targets(results)
+    (out / "results.json").write_text(json.dumps(results_json(results, targets), indent=2) + "\n")
+    (out / "results.md").write_text(results_markdown(results, targets))
+    if results.cells:
+        (out / "builds.png").write_bytes(chart(results))
+
+
+def chart(results: Results) -> bytes:
+    strategies = [s for s in STRATEGIES if any(c.strategy is s for c in results.cells)]
+    values = [
+        [results.cell(strategy, scenario).seconds for strategy in strategies]
+        for scenario in SCENARIOS
+    ]
+    meta = results.meta
+    return bar_chart(
+        "Build wall time, median seconds",
+        [CHART_LABELS[scenario] for scenario in SCENARIOS],
+        [str(strategy) for strategy in strategies],
+        values,
+        subtitle=(
+            f"{human_bytes(results.image_bytes)} image, registry link "
+            f"{meta['rate_bytes_per_second'] / 1e6:g} MB/s, {meta['date']}"
+        ),
+    )
+
+
+def machine_description() -> str:
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    parts = [f"{os.cpu_count()} cores ({cpu})", f"Linux {platform.release()}"]
+    docker = shutil.which("docker") or "/usr/bin/docker"
+    for label, command in (
+        ("Docker", [docker, "version", "--format", "{{.Server.Version}}"]),
+        ("buildx", [docker, "buildx", "version"]),
+    ):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        words = done.stdout.split()
+        if done.returncode == 0 and words:
+            parts.append(
+                f"{label} {words[1] if label == 'buildx' and len(words) > 1 else words[0]}"
+            )
+    return ", ".join(parts)
+
+
+__all__ = ["SHORT_NAMES", "Options", "Strategy", "add_parser", "run_bench", "write_results"]

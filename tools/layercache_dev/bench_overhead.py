@@ -1,0 +1,484 @@
+"""The pipeline's own overhead: cold-start imports, the webhook's latency, the pruner's plan.
+
+- imports: each function's handler module imported in a fresh interpreter per
+  measurement (after one unmeasured run that writes the bytecode caches), timed around
+  the import alone;
+- webhook: `layercache.handlers.github_webhook.handler` called in-process against moto
+  with the template's own environment, one new commit per delivery, so each call
+  verifies the signature, decides, claims the commit in DynamoDB and calls StartBuild;
+- pruner: `make_plan` on plain data, and `dry_run_plan` against moto's ECR seeded with
+  the same manifests, DescribeImages paged as ECR pages it (moto returns one page).
+
+The webhook and the moto part run in a child process (`python -m
+layercache_dev.bench_overhead PART --out FILE`): moto's patching, the function's
+environment and the Powertools log lines stay out of the benchmark's own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from layercache.pruning.model import (
+    BUILDKIT_CACHE_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Image,
+    parse_config_media_type,
+    parse_index_children,
+)
+from layercache.pruning.plan import Policy, make_plan
+from layercache_dev.template import load_template
+
+REGION = "us-east-1"
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+IN_TOTO = "application/vnd.in-toto+json"
+_TIMED_IMPORT = (
+    "import importlib, sys, time\n"
+    "started = time.perf_counter()\n"
+    "importlib.import_module(sys.argv[1])\n"
+    "print(time.perf_counter() - started)\n"
+)
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """The nearest-rank percentile (share in 0..1) of `values`."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(share * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_NAMESPACE": "layercache",
+            "POWERTOOLS_SERVICE_NAME": "layercache",
+        }
+    )
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        env.pop(name, None)
+    return env
+
+
+# ---------------------------------------------------------------- imports
+
+
+def function_modules() -> dict[str, str]:
+    """Each function of the template: logical id -> its handler's module."""
+    resources = load_template()["Resources"]
+    return {
+        logical_id: str(spec["Properties"]["Handler"]).rpartition(".")[0]
+        for logical_id, spec in resources.items()
+        if spec.get("Type") == "AWS::Serverless::Function"
+    }
+
+
+def import_times(runs: int) -> dict[str, Any]:
+    """Median and maximum import time (ms) of each handler module, fresh interpreter each."""
+    results: dict[str, Any] = {}
+    env = _child_env()
+    for logical_id, module in function_modules().items():
+        samples = []
+        for attempt in range(runs + 1):
+            done = subprocess.run(
+                [sys.executable, "-c", _TIMED_IMPORT, module],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            )
+            if attempt:  # the first run writes bytecode caches
+                samples.append(float(done.stdout.strip().splitlines()[-1]) * 1000)
+        results[logical_id] = {
+            "module": module,
+            "median_ms": round(statistics.median(samples), 1),
+            "max_ms": round(max(samples), 1),
+            "runs": len(samples),
+        }
+    return results
+
+
+# ---------------------------------------------------------------- a child process per part
+
+
+def run_part(part: str, size: int) -> dict[str, Any]:
+    """Run `part` ("webhook" or "pruner-moto") in a child process and return its figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.json"
+        subprocess.run(
+            [sys.executable, "-m", "layercache_dev.bench_overhead", part, "--size", str(size),
+             "--out", str(out)],
+            check=True, env=_child_env(), stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+
+@dataclass
+class _LambdaContext:
+    function_name: str = "layercache-bench"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:layercache-bench"
+    aws_request_id: str = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def _count_calls() -> Counter[str]:
+    """Count every AWS call boto3's default session makes, by service:operation."""
+    import boto3
+
+    calls: Counter[str] = Counter()
+
+    def record(model: Any, **_: Any) -> None:
+        calls[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.*.*", record)
+    return calls
+
+
+def webhook_latency(iterations: int) -> dict[str, Any]:
+    """The webhook handler in-process on moto: one build-starting delivery per iteration."""
+    import boto3
+    from moto import mock_aws
+
+    from layercache_dev.github_events import (
+        LOCAL_WEBHOOK_SECRET,
+        fake_sha,
+        function_url_event,
+        push_payload,
+    )
+    from layercache_dev.template import (
+        create_table_arguments,
+        function_environment,
+        parameter_defaults,
+        resolve,
+    )
+
+    with mock_aws():
+        calls = _count_calls()
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        dynamodb.create_table(**create_table_arguments("BuildsTable", "layercache-builds"))
+        repository = boto3.client("ecr", region_name=REGION).create_repository(
+            repositoryName="team/service"
+        )["repository"]
+        boto3.client("codebuild", region_name=REGION).create_project(
+            name="layercache-image-build",
+            source={"type": "GITHUB", "location": "https://github.com/octo-org/service.git"},
+            artifacts={"type": "NO_ARTIFACTS"},
+            environment={
+                "type": "LINUX_CONTAINER",
+                "image": "aws/codebuild/standard:7.0",
+                "computeType": "BUILD_GENERAL1_SMALL",
+                "privilegedMode": True,
+            },
+            serviceRole="arn:aws:iam::123456789012:role/layercache-build",
+        )
+        secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="layercache-webhook", SecretString=LOCAL_WEBHOOK_SECRET
+        )
+        refs = {
+            **parameter_defaults(),
+            "ImageRepositoryName": "team/service",
+            "SourceRepository": "octo-org/service",
+            "ImageRepository": "team/service",
+            "ImageRepository.RepositoryUri": repository["repositoryUri"],
+            "BuildsTable": "layercache-builds",
+            "ImageBuildProject": "layercache-image-build",
+            "WebhookSecret": secret["ARN"],
+        }
+        for name, value in function_environment("GitHubWebhookFunction").items():
+            os.environ[name] = str(resolve(value, refs))
+
+        from layercache.handlers.github_webhook import handler
+
+        in_aws = _time_inside_moto()
+        context = _LambdaContext()
+        events = [
+            function_url_event("push", push_payload(after=fake_sha(f"bench commit {n}")))
+            for n in range(iterations + 1)
+        ]
+        totals: list[float] = []
+        own: list[float] = []
+        before: Counter[str] = Counter()
+        for number, event in enumerate(events):
+            if number == 1:
+                before = Counter(calls)
+            aws_before = in_aws[0]
+            started = time.perf_counter()
+            response = handler(event, context)
+            elapsed = time.perf_counter() - started
+            if response["statusCode"] != 201:
+                raise RuntimeError(f"the webhook answered {response}")
+            totals.append(elapsed * 1000)
+            own.append((elapsed - (in_aws[0] - aws_before)) * 1000)
+            # The build ends before the next push, as the recorder would then record it: the
+            # next delivery finds no running build of the branch to supersede.
+            build_id = json.loads(response["body"])["build_id"]
+            dynamodb.update_item(
+                TableName="layercache-builds",
+                Key={"pk": {"S": f"BUILD#{build_id}"}},
+                UpdateExpression="SET #s = :s",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":s": {"S": "SUCCEEDED"}},
+            )
+        by_operation = calls - before
+        by_operation["dynamodb:UpdateItem"] -= iterations  # the recorder's stand-in above
+    samples, own_samples = totals[1:], own[1:]
+    return {
+        "iterations": iterations,
+        "median_ms": round(statistics.median(samples), 2),
+        "p99_ms": round(percentile(samples, 0.99), 2),
+        "max_ms": round(max(samples), 2),
+        "own_median_ms": round(statistics.median(own_samples), 2),
+        "own_p99_ms": round(percentile(own_samples, 0.99), 2),
+        "first_call_ms": round(totals[0], 2),
+        "aws_calls_per_delivery": round(sum(by_operation.values()) / iterations, 2),
+        "aws_calls_by_operation": {k: v / iterations for k, v in sorted(by_operation.items())},
+    }
+
+
+def _time_inside_moto() -> list[float]:
+    """Accumulate the seconds spent answering AWS calls inside moto (a one-item list)."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    spent = [0.0]
+    original = BotocoreStubber.__call__
+
+    def timed(self: BotocoreStubber, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    BotocoreStubber.__call__ = timed  # type: ignore[method-assign]
+    return spent
+
+
+# ---------------------------------------------------------------- the pruner
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str
+    text: str
+    media_type: str
+    tags: tuple[str, ...]
+    pushed_at: datetime
+
+
+def _digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _image_manifest(name: str, config_type: str, layer_type: str, layers: int) -> str:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": config_type, "digest": _digest(f"{name}/c"), "size": 1500},
+            "layers": [
+                {"mediaType": layer_type, "digest": _digest(f"{name}/{n}"), "size": 40_000_000}
+                for n in range(layers)
+            ],
+        }
+    )
+
+
+def repository_manifests(count: int, now: datetime = NOW) -> list[Manifest]:
+    """`count` manifests as a year of builds leaves them: per build an index (tagged) with a
+    platform and an attestation manifest, and a cache manifest (the newest tagged)."""
+    builds = max(1, count // 4)
+    branches = max(1, min(25, builds // 20))
+    newest: dict[str, int] = {}
+    for number in range(builds):
+        newest[f"branch-{number % branches}" if number % branches else "main"] = number
+    manifests: list[Manifest] = []
+    for number in range(builds):
+        branch = f"branch-{number % branches}" if number % branches else "main"
+        pushed = now - timedelta(days=365 * (builds - number) / builds)
+        sha = hashlib.sha1(f"build {number}".encode(), usedforsecurity=False).hexdigest()
+        platform = _image_manifest(f"{number}/amd64", OCI_CONFIG, OCI_LAYER, 5)
+        attestation = _image_manifest(f"{number}/att", OCI_CONFIG, IN_TOTO, 1)
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": _digest(platform),
+                        "size": len(platform),
+                        "platform": {"architecture": "amd64", "os": "linux"},
+                    },
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": _digest(attestation),
+                        "size": len(attestation),
+                        "annotations": {
+                            "vnd.docker.reference.digest": _digest(platform),
+                            "vnd.docker.reference.type": "attestation-manifest",
+                        },
+                        "platform": {"architecture": "unknown", "os": "unknown"},
+                    },
+                ],
+            }
+        )
+        cache = _image_manifest(f"{number}/cache", BUILDKIT_CACHE_CONFIG, OCI_LAYER, 8)
+        current = newest[branch] == number
+        tags = [sha, f"{branch}-{sha[:7]}"] + ([branch] if current else [])
+        if current and branch == "main":
+            tags.append("latest")
+        manifests += [
+            Manifest(_digest(platform), platform, OCI_MANIFEST, (), pushed),
+            Manifest(_digest(attestation), attestation, OCI_MANIFEST, (), pushed),
+            Manifest(_digest(index), index, OCI_INDEX, tuple(tags), pushed),
+            Manifest(
+                _digest(cache), cache, OCI_MANIFEST, (f"cache-{branch}",) if current else (), pushed
+            ),
+        ]
+    return manifests
+
+
+def as_images(manifests: Sequence[Manifest]) -> list[Image]:
+    return [
+        Image(
+            digest=m.digest,
+            pushed_at=m.pushed_at,
+            tags=m.tags,
+            size_bytes=len(m.text),
+            media_type=m.media_type,
+            config_media_type=None
+            if m.media_type == OCI_INDEX
+            else parse_config_media_type(m.text),
+            children=parse_index_children(m.text) if m.media_type == OCI_INDEX else (),
+        )
+        for m in manifests
+    ]
+
+
+def plan_on_plain_data(count: int, runs: int) -> dict[str, Any]:
+    images = as_images(repository_manifests(count))
+    samples = []
+    plan = None
+    for _ in range(runs):
+        started = time.perf_counter()
+        plan = make_plan(images, Policy(), NOW)
+        samples.append((time.perf_counter() - started) * 1000)
+    assert plan is not None
+    return {
+        "images": len(images),
+        "median_ms": round(statistics.median(samples), 1),
+        "runs": runs,
+        "kept": len(plan.kept),
+        "planned_deletions": len(plan.deleted),
+    }
+
+
+def _page_describe_images_as_ecr() -> None:
+    """moto returns every image in one DescribeImages page; ECR pages at maxResults (<= 1000)."""
+    from moto.core.responses import ActionResult
+    from moto.ecr.responses import ECRResponse
+
+    original = ECRResponse.describe_images
+
+    def describe_images(self: ECRResponse) -> Any:
+        if self._get_param("imageIds"):
+            return original(self)
+        limit = self._get_param("maxResults") or 100
+        start = int(self._get_param("nextToken") or 0)
+        details = cast(dict[str, Any], original(self).result)["imageDetails"]
+        page: dict[str, Any] = {"imageDetails": details[start : start + limit]}
+        if start + limit < len(details):
+            page["nextToken"] = str(start + limit)
+        return ActionResult(page)
+
+    ECRResponse.describe_images = describe_images  # type: ignore[method-assign]
+
+
+def pruner_on_moto(count: int) -> dict[str, Any]:
+    """`dry_run_plan` against moto's ECR seeded with `count` manifests."""
+    import boto3
+    from moto import mock_aws
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.ecr.models import ecr_backends
+
+    from layercache.pruning.service import dry_run_plan
+
+    manifests = repository_manifests(count)
+    with mock_aws():
+        _page_describe_images_as_ecr()
+        ecr = boto3.client("ecr", region_name=REGION)
+        ecr.create_repository(repositoryName="team/service")
+        started = time.perf_counter()
+        for manifest in manifests:
+            arguments: dict[str, Any] = {
+                "repositoryName": "team/service",
+                "imageManifest": manifest.text,
+                "imageManifestMediaType": manifest.media_type,
+                "imageDigest": manifest.digest,
+            }
+            if not manifest.tags:
+                ecr.put_image(**arguments)
+            for tag in manifest.tags:
+                ecr.put_image(**arguments, imageTag=tag)
+        pushed_at = {m.digest: int(m.pushed_at.timestamp()) for m in manifests}
+        for image in ecr_backends[DEFAULT_ACCOUNT_ID][REGION].repositories["team/service"].images:
+            image.image_pushed_at = pushed_at[image.image_digest]
+        seeding_seconds = time.perf_counter() - started
+        calls = _count_calls()
+        client = boto3.client("ecr", region_name=REGION)
+        started = time.perf_counter()
+        plan, aws_calls = dry_run_plan(client, "team/service", Policy(), NOW)
+        seconds = time.perf_counter() - started
+    return {
+        "images": len(plan.decisions),
+        "seconds": round(seconds, 3),
+        "aws_calls": aws_calls,
+        "aws_calls_by_operation": dict(sorted(calls.items())),
+        "kept": len(plan.kept),
+        "planned_deletions": len(plan.deleted),
+        "seeding_seconds": round(seeding_seconds, 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="one part of the overhead benchmark")
+    parser.add_argument("part", choices=["webhook", "pruner-moto"])
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    measure = webhook_latency if args.part == "webhook" else pruner_on_moto
+    result = measure(args.size)
+    args.out.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

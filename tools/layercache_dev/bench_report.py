@@ -1,0 +1,292 @@
+"""The benchmark's results: targets checked, a markdown report, the JSON document.
+
+`Results` holds what a run measured; `results_json` and `results_markdown` render it, and
+`check_targets` compares it with the issue's targets (reported, never asserted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from layercache_dev.bench_builds import SHORT_NAMES, STRATEGIES, Cell, Strategy
+from layercache_dev.bench_workload import SCENARIOS, Scenario
+
+REFERENCE_COLD = (Strategy.NO_CACHE, Scenario.COLD)
+
+
+@dataclass
+class Results:
+    meta: dict[str, Any]
+    cells: list[Cell]
+    image_bytes: int
+    builder_cached_seconds: float
+    overhead: dict[str, Any] = field(default_factory=dict)
+
+    def cell(self, strategy: Strategy, scenario: Scenario) -> Cell:
+        return next(c for c in self.cells if c.strategy is strategy and c.scenario is scenario)
+
+    def has(self, strategy: Strategy, scenario: Scenario) -> bool:
+        return any(c.strategy is strategy and c.scenario is scenario for c in self.cells)
+
+    def ratio_to_cold(self, cell: Cell) -> float | None:
+        if not self.has(*REFERENCE_COLD):
+            return None
+        return _ratio(cell.seconds, self.cell(*REFERENCE_COLD).seconds)
+
+    def ratio_to_seed(self, cell: Cell) -> float | None:
+        if not self.has(Strategy.SEED, cell.scenario):
+            return None
+        return _ratio(cell.seconds, self.cell(Strategy.SEED, cell.scenario).seconds)
+
+
+def _ratio(value: float, reference: float) -> float | None:
+    return value / reference if reference > 0 else None
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    goal: str
+    measured: str
+    met: bool
+    note: str
+
+
+def human_bytes(size: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} B"
+
+
+def check_targets(results: Results) -> list[Target]:
+    """The issue's targets, for our strategy (registry cache, mode=max); [] if cells are missing."""
+    needed = [REFERENCE_COLD] + [
+        (strategy, scenario)
+        for strategy in (Strategy.REGISTRY, Strategy.SEED, Strategy.WARM)
+        for scenario in (Scenario.UNCHANGED, Scenario.HALFWAY, Scenario.BUILDER)
+    ]
+    if not all(results.has(*cell) for cell in needed) or not results.image_bytes:
+        return []
+    ours = Strategy.REGISTRY
+    rate = float(results.meta.get("rate_bytes_per_second") or 0)
+    cold = results.cell(*REFERENCE_COLD).seconds
+    unchanged = results.cell(ours, Scenario.UNCHANGED)
+    seed_unchanged = results.cell(Strategy.SEED, Scenario.UNCHANGED)
+    halfway = results.cell(ours, Scenario.HALFWAY)
+    warm_halfway = results.cell(Strategy.WARM, Scenario.HALFWAY)
+    builder = results.cell(ours, Scenario.BUILDER)
+    seed_builder = results.cell(Strategy.SEED, Scenario.BUILDER)
+    image = results.image_bytes
+    transfer = halfway.downloaded_bytes / rate if rate else 0.0
+    saved = seed_builder.seconds - builder.seconds
+    cached_share = results.builder_cached_seconds
+    return [
+        Target(
+            "unchanged rebuild vs cold",
+            "<= 5% of the cold build (no cache)",
+            f"{unchanged.seconds:.1f} s = {unchanged.seconds / cold:.1%} of {cold:.1f} s",
+            unchanged.seconds <= 0.05 * cold,
+            "fixed costs: starting the driver and buildx, reading the cache manifest, "
+            "checking every layer exists, writing the cache manifest back",
+        ),
+        Target(
+            "unchanged rebuild vs the seed",
+            "<= 1/5 of the seed's approach",
+            f"{unchanged.seconds:.1f} s = {unchanged.seconds / seed_unchanged.seconds:.2f}x "
+            f"of {seed_unchanged.seconds:.1f} s",
+            unchanged.seconds <= seed_unchanged.seconds / 5,
+            f"the seed downloads {human_bytes(seed_unchanged.downloaded_bytes)} first",
+        ),
+        Target(
+            "unchanged rebuild downloads",
+            "< 1% of the image's bytes",
+            f"{human_bytes(unchanged.downloaded_bytes)} = "
+            f"{unchanged.downloaded_bytes / image:.2%} of {human_bytes(image)}",
+            unchanged.downloaded_bytes < 0.01 * image,
+            "blob downloads in the registry's log (manifests not counted)",
+        ),
+        Target(
+            "change halfway vs warm local builder",
+            "within 1.2x of the warm local builder",
+            f"{halfway.seconds:.1f} s = {halfway.seconds / warm_halfway.seconds:.2f}x "
+            f"of {warm_halfway.seconds:.1f} s",
+            halfway.seconds <= 1.2 * warm_halfway.seconds,
+            f"downloads {human_bytes(halfway.downloaded_bytes)} (the layers the rebuilt steps "
+            f"build on and copy from), {transfer:.1f} s at the link's rate, that the warm "
+            "builder has on disk",
+        ),
+        Target(
+            "builder-stage change vs the seed",
+            "faster than the seed by at least the builder stage's cached share",
+            f"{builder.seconds:.1f} s vs {seed_builder.seconds:.1f} s: {saved:.1f} s faster; "
+            f"cached builder steps took {cached_share:.1f} s cold",
+            saved >= cached_share,
+            "the seed's inline cache holds only the final stage, so it reruns the builder "
+            "stage's toolchain and dependency steps",
+        ),
+    ]
+
+
+def results_json(results: Results, targets: Sequence[Target]) -> dict[str, Any]:
+    cells = []
+    for cell in results.cells:
+        document = cell.as_json()
+        to_cold, to_seed = results.ratio_to_cold(cell), results.ratio_to_seed(cell)
+        document["ratio_to_cold"] = round(to_cold, 4) if to_cold is not None else None
+        document["ratio_to_seed"] = round(to_seed, 4) if to_seed is not None else None
+        cells.append(document)
+    return {
+        "meta": results.meta,
+        "image_bytes": results.image_bytes,
+        "builder_cached_seconds": round(results.builder_cached_seconds, 3),
+        "reference_cold": f"{REFERENCE_COLD[0]} / {REFERENCE_COLD[1]}",
+        "strategies": [str(s) for s in STRATEGIES],
+        "scenarios": [str(s) for s in SCENARIOS],
+        "cells": cells,
+        "targets": [vars(target) for target in targets],
+        "overhead": results.overhead,
+    }
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def build_tables(results: Results) -> str:
+    strategies = [s for s in STRATEGIES if any(c.strategy is s for c in results.cells)]
+    runs = max((len(c.runs) for c in results.cells), default=0)
+    lines = [
+        f"Wall seconds, median of {runs} run(s) (pull, build, push and cache export):",
+        "",
+        "| scenario | " + " | ".join(str(s) for s in strategies) + " |",
+        "| --- |" + " ---: |" * len(strategies),
+    ]
+    for scenario in SCENARIOS:
+        row = [
+            f"{results.cell(s, scenario).seconds:.1f}" if results.has(s, scenario) else "-"
+            for s in strategies
+        ]
+        lines.append(f"| {scenario} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "Every cell: wall time, its ratio to the cold build without cache and to the seed's "
+        "approach in the same scenario, blob bytes the registry's log shows downloaded and "
+        "uploaded (medians), steps taken from a cache:",
+        "",
+        "| scenario | strategy | wall s | x cold | x seed | downloaded | uploaded | cached |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for scenario in SCENARIOS:
+        for strategy in strategies:
+            if not results.has(strategy, scenario):
+                continue
+            cell = results.cell(strategy, scenario)
+            run = cell.runs[0]
+            lines.append(
+                f"| {scenario} | {SHORT_NAMES[strategy]} | {cell.seconds:.1f} | "
+                f"{_x(results.ratio_to_cold(cell))} | {_x(results.ratio_to_seed(cell))} | "
+                f"{human_bytes(cell.downloaded_bytes)} | {human_bytes(cell.uploaded_bytes)} | "
+                f"{run.cached_steps}/{run.total_steps} |"
+            )
+    return "\n".join(lines)
+
+
+def target_table(targets: Sequence[Target]) -> str:
+    lines = ["| target | goal | measured | met | note |", "| --- | --- | --- | --- | --- |"]
+    for target in targets:
+        met = "yes" if target.met else "**no**"
+        lines.append(
+            f"| {target.name} | {target.goal} | {target.measured} | {met} | {target.note} |"
+        )
+    return "\n".join(lines)
+
+
+def overhead_tables(overhead: dict[str, Any]) -> str:
+    lines: list[str] = []
+    imports = overhead.get("imports") or {}
+    if imports:
+        lines += [
+            "Import of each function's handler module in a fresh interpreter (cold start, "
+            "before the first event):",
+            "",
+            "| function | module | median ms | max ms | runs |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
+        for logical_id, figures in imports.items():
+            lines.append(
+                f"| {logical_id} | `{figures['module']}` | {figures['median_ms']:.0f} | "
+                f"{figures['max_ms']:.0f} | {figures['runs']} |"
+            )
+        lines.append("")
+    webhook = overhead.get("webhook")
+    if webhook:
+        lines += [
+            f"GitHub webhook handler, in-process against moto, {webhook['iterations']} "
+            "deliveries that each start a build (signature, decision, claim, StartBuild, "
+            "record):",
+            "",
+            "| | median ms | p99 ms |",
+            "| --- | ---: | ---: |",
+            f"| whole call, moto's AWS included | {webhook['median_ms']:.1f} | "
+            f"{webhook['p99_ms']:.1f} |",
+            f"| the function's own code (time inside moto taken out) | "
+            f"{webhook['own_median_ms']:.1f} | {webhook['own_p99_ms']:.1f} |",
+            "",
+            f"{webhook['aws_calls_per_delivery']:g} AWS calls per delivery "
+            f"({', '.join(f'{k} {v:g}' for k, v in webhook['aws_calls_by_operation'].items())});"
+            f" the first call, which creates the clients and reads the secret, took "
+            f"{webhook['first_call_ms']:.0f} ms.",
+            "",
+        ]
+    pruner = overhead.get("pruner")
+    if pruner:
+        plain, moto = pruner["plain"], pruner["moto"]
+        calls = ", ".join(f"{k} {v}" for k, v in moto["aws_calls_by_operation"].items())
+        lines += [
+            f"Image pruner on a repository of {plain['images']:,} images "
+            f"({plain['kept']:,} kept, {plain['planned_deletions']:,} planned deletions):",
+            "",
+            "| | time | AWS calls |",
+            "| --- | ---: | ---: |",
+            f"| `make_plan` on plain data (median of {plain['runs']}) | "
+            f"{plain['median_ms']:.0f} ms | 0 |",
+            f"| `dry_run_plan` against moto's ECR ({moto['images']:,} images, "
+            f"DescribeImages paged as ECR pages it) | {moto['seconds']:.1f} s | "
+            f"{moto['aws_calls']} ({calls}) |",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def results_markdown(results: Results, targets: Sequence[Target]) -> str:
+    meta = results.meta
+    header = [
+        "# layercache benchmark results",
+        "",
+        f"Run {meta['date']} on {meta['machine']}. Registry link: "
+        f"{meta['rate_bytes_per_second'] / 1e6:g} MB/s each way (a throttling proxy on "
+        f"loopback). Workload: a two-stage image of {human_bytes(results.image_bytes)} "
+        f"({meta['size_mb']:g} MB requested), {meta['work_seconds']:g} s of work when cold, "
+        f"{meta['steps']} steps. {meta['runs']} run(s) per cell; the benchmark took "
+        f"{meta['total_seconds'] / 60:.0f} min.",
+        "",
+        "Each run starts on a builder with an empty local cache (a fresh build host) and a "
+        "repository holding the strategy's previous build, except the warm local builder, "
+        "which keeps every layer. 'x cold' is relative to the cold build without cache.",
+        "",
+        "## Builds",
+        "",
+        build_tables(results),
+        "",
+        "## Targets (ours: registry cache, mode=max)",
+        "",
+        target_table(targets),
+        "",
+        "## The pipeline's own overhead",
+        "",
+        overhead_tables(results.overhead),
+    ]
+    return "\n".join(header).rstrip() + "\n"
