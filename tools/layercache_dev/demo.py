@@ -54,7 +54,7 @@ from layercache_dev.demo_ecr import (
 )
 from layercache_dev.embedded_aws import FAKE_CREDENTIALS, REGION, EmbeddedAws, Stack
 from layercache_dev.github_events import ZERO_SHA, function_url_event, push_payload
-from layercache_dev.rig import ROOT, Rig, missing_prerequisites
+from layercache_dev.rig import ROOT, Rig, RigError, missing_prerequisites
 from layercache_dev.template import function_handler
 
 # Two stages, each step writing a few MB and sleeping a little (a stand-in for compiling
@@ -90,7 +90,7 @@ BACKDATE = timedelta(hours=2)
 SERVING = "(serving)"
 NO_ENGINE_HELP = (
     "on Debian 12 run `sudo .ci/setup-docker`; elsewhere install Docker with buildx 0.12+, "
-    "Debian's docker-registry and busybox-static, and a buildkitd binary"
+    "Debian's docker-registry and busybox-static, and a standalone buildkitd"
 )
 
 
@@ -143,8 +143,10 @@ class Progress:
             self.out.write("\r\033[K")
 
     def _tick(self, label: str, started: float, stop: threading.Event) -> None:
+        width = shutil.get_terminal_size().columns - 10  # one line, or \r cannot redraw it
+        short = label if len(label) <= width else label[: width - 3] + "..."
         for frame in itertools.cycle("|/-\\"):
-            self.out.write(f"\r\033[K  {frame} {label}  {time.monotonic() - started:.0f}s")
+            self.out.write(f"\r\033[K  {frame} {short}  {time.monotonic() - started:.0f}s")
             self.out.flush()
             if stop.wait(0.2):
                 return
@@ -587,10 +589,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     progress = Progress(out, out.isatty())
     missing = missing_prerequisites("remote")
     if missing:
-        what = "a Docker engine" if any("Docker engine" in m for m in missing) else "more tools"
+        engine = any("Docker engine" in reason for reason in missing)
+        head = "no Docker engine here" if engine else "missing what the local build needs"
         sys.stderr.write(
-            f"layercache demo: needs {what} and has none here ({'; '.join(missing)}): "
-            f"{NO_ENGINE_HELP}. Nothing was built.\n"
+            f"layercache demo: {head} ({'; '.join(missing)}). To get "
+            f"{'one' if engine else 'them'}: {NO_ENGINE_HELP}. Nothing was built.\n"
         )
         return 3
     interrupts = _Interrupts(progress)
@@ -601,7 +604,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except KeyboardInterrupt:
         progress.line("Interrupted: everything the demo started is stopped.")
         return 130
-    except DemoError as error:
+    except (DemoError, RigError) as error:
         progress.line(f"The demo failed: {error}")
         return 1
     finally:

@@ -1,0 +1,196 @@
+"""`layercache demo` end to end: its story, its serve mode, Ctrl-C, and no Docker engine.
+
+The story test runs the whole demo once (real builds on the docker tier; about a
+minute) and asserts what it claims from its JSON summary, from the embedded AWS it
+keeps serving, and from `layercache report` run against that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from layercache_dev.github_events import LOCAL_WEBHOOK_SECRET
+from layercache_dev.rig import ROOT, docker_binary
+
+from .conftest import Demos, free_port
+
+STORY_TIMEOUT = 480  # seconds; the demo takes about one minute on 2 cores
+KEEP_REASONS = {"protected-tag", "current-cache", "newest-of-branch", "child-of-kept-index"}
+DELETE_REASONS = {
+    "superseded-cache",
+    "older-build-of-branch",
+    "untagged",
+    "child-of-deleted-index",
+}
+
+
+def reason(entry: dict[str, Any]) -> str:
+    return str(entry["why"][0]).split(":", 1)[0]
+
+
+def aws_client(service: str, port: int) -> Any:
+    return boto3.client(  # type: ignore[call-overload]
+        service, endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1"
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_tier")
+def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> None:
+    port = free_port()
+    summary_path = tmp_path / "summary.json"
+    demo = demos.start(
+        ["--json", str(summary_path), "--serve", "--host", "127.0.0.1", "--port", str(port)]
+    )
+    demo.wait_for("(serving)", STORY_TIMEOUT)
+    summary = json.loads(summary_path.read_text())
+
+    # Exactly the pushes that should build started one build each; the redelivery and
+    # the forged delivery started none.
+    deliveries = {d["name"]: (d["status"], d["builds_started"]) for d in summary["deliveries"]}
+    assert deliveries == {
+        "push-main": (201, 1),
+        "redelivery": (200, 0),
+        "push-unchanged": (201, 1),
+        "push-halfway": (201, 1),
+        "push-new-branch": (201, 1),
+        "bad-signature": (401, 0),
+    }
+    assert summary["nightly"]["builds"] == 2
+
+    builds = {b["story"]: b for b in summary["builds"]}
+    assert list(builds) == [
+        "cold",
+        "unchanged",
+        "halfway",
+        "new-branch",
+        "nightly-feature/login",
+        "nightly-main",
+    ]
+    assert all(b["status"] == "SUCCEEDED" for b in builds.values())
+    assert [b["number"] for b in summary["builds"]] == [1, 2, 3, 4, 5, 6]
+    assert builds["cold"]["cache_hit_ratio"] == 0.0
+    assert builds["cold"]["cache_status"] == "cold"
+    assert builds["unchanged"]["cache_hit_ratio"] == 1.0
+    assert 0.0 < builds["halfway"]["cache_hit_ratio"] < 1.0
+    assert builds["new-branch"]["cache_hit_ratio"] > 0.0
+    assert builds["new-branch"]["cache_ref_hit"].endswith(":cache-main")  # main's cache
+    for night in ("nightly-feature/login", "nightly-main"):
+        assert (builds[night]["trigger"], builds[night]["mode"]) == ("nightly", "refresh")
+        assert 0.0 < builds[night]["cache_hit_ratio"] < 1.0  # earlier layers stay cached
+    # Within one run: the unchanged rebuild has no step to run, the cold one sleeps ~5 s.
+    # A generous bound, since other builds may share the machine.
+    assert builds["unchanged"]["seconds"] < 0.75 * builds["cold"]["seconds"]
+    assert summary["warm_over_cold"] < 0.75
+
+    # The recorder wrote one record per build, with what the build really reported.
+    records = {r["build_id"]: r for r in summary["records"]}
+    assert set(records) == {b["build_id"] for b in builds.values()}
+    for build in builds.values():
+        record = records[build["build_id"]]
+        assert record["status"] == "SUCCEEDED"
+        assert record["cache_hit_ratio"] == pytest.approx(build["cache_hit_ratio"], abs=0.001)
+        assert (record["trigger"], record["mode"]) == (build["trigger"], build["mode"])
+        assert record["duration_seconds"] is not None
+
+    # The pruner kept each branch's newest build (with its children) and current cache,
+    # and deleted the rest; ECR and the registry hold exactly what it kept.
+    pruning = summary["pruning"]
+    kept, deleted = pruning["kept"], pruning["deleted"]
+    assert {reason(entry) for entry in kept} <= KEEP_REASONS  # no age rule kept anything
+    assert {reason(entry) for entry in deleted} <= DELETE_REASONS
+    kept_tags = {tag for entry in kept for tag in entry["tags"]}
+    assert {"latest", "main", "cache-main", "feature-login", "cache-feature-login"} <= kept_tags
+    branch_heads = [e for e in kept if {"main", "feature-login"} & set(e["tags"])]
+    assert len(branch_heads) == 2
+    assert sum(1 for e in kept if reason(e) == "child-of-kept-index") == 4
+    first, second = builds["cold"]["commit"][:7], builds["unchanged"]["commit"][:7]
+    deleted_tags = {tag for entry in deleted for tag in entry["tags"]}
+    assert {f"main-{first}", f"main-{second}"} <= deleted_tags
+    assert any(reason(e) == "superseded-cache" for e in deleted)
+    kept_digests = {entry["digest"] for entry in kept}
+    assert pruning["dry_run"]["dry_run"] is True
+    assert pruning["dry_run"]["planned_deletions"] == len(deleted)
+    assert pruning["run"]["deleted"] == len(deleted)
+    assert set(pruning["ecr_remaining"]) == kept_digests
+    assert pruning["registry_deleted"] == len(deleted)
+    assert set(pruning["registry_remaining"]) == kept_digests
+
+    # The report table, printed by the demo and in the summary.
+    assert "Recent builds (6 of 6" in summary["report"]
+    assert "layercache report" in demo.output
+    assert re.search(r"main\s+4\s+100% \(4/4\)", summary["report"])
+    assert re.search(r"feature/login\s+2\s+100% \(2/2\)", summary["report"])
+
+    # --serve: the resources and records are there for sam local invoke and the report.
+    assert aws_client("dynamodb", port).describe_table(TableName="layercache-builds")
+    secret = aws_client("secretsmanager", port).get_secret_value(
+        SecretId="layercache/webhook-secret"
+    )
+    assert secret["SecretString"] == LOCAL_WEBHOOK_SECRET
+    assert aws_client("codebuild", port).batch_get_projects(names=["layercache-image-build"])[
+        "projects"
+    ]
+    assert aws_client("ecr", port).describe_repositories(repositoryNames=["layercache/demo"])
+    assert aws_client("sns", port).list_topics()["Topics"]
+    table = subprocess.run(
+        [sys.executable, "-m", "layercache_dev.cli", "report", "--table", "layercache-builds"],
+        env={**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    assert "Recent builds (6 of 6" in table
+    assert re.search(r"github\s+normal\s+SUCCEEDED\s+\d+s\s+100%", table)  # unchanged
+    assert re.search(r"github\s+normal\s+SUCCEEDED\s+\d+s\s+0%", table)  # cold
+
+    # Ctrl-C ends serving cleanly.
+    demo.ctrl_c()
+    assert demo.wait(timeout=60) == 0, demo.all_output()
+    assert "Stopped serving." in demo.output
+    assert demo.leftover_processes() == []
+    assert demo.leftover_files() == []
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_tier")
+def test_ctrl_c_mid_build_stops_everything(demos: Demos) -> None:
+    demo = demos.start([])
+    builder = demo.wait_for("builder lc-rig-", 120).rsplit("builder ", 1)[1].split()[0]
+    demo.wait_for("(the first build): 201", 60)
+    # The first (cold) build takes several seconds: interrupt it halfway.
+    subprocess.run(["sleep", "3"], check=True)
+    demo.ctrl_c()
+    assert demo.wait(timeout=90) == 130, demo.all_output()
+    assert "interrupted" in demo.output
+    assert "Interrupted: everything the demo started is stopped." in demo.output
+    assert demo.leftover_processes() == []
+    assert demo.leftover_files() == []
+    builders = subprocess.run(
+        [docker_binary(), "buildx", "ls"], capture_output=True, text=True, check=False
+    ).stdout
+    assert builder not in builders
+
+
+def test_without_a_docker_engine_it_says_so_and_builds_nothing(
+    demos: Demos, tmp_path: Path
+) -> None:
+    demo = demos.start([], env={"LAYERCACHE_DOCKER": str(tmp_path / "no-docker")})
+    assert demo.wait(timeout=120) == 3
+    stderr = demo.stderr().strip().splitlines()
+    assert len(stderr) == 1, stderr
+    assert "no Docker engine here" in stderr[0]
+    assert "sudo .ci/setup-docker" in stderr[0]
+    assert "buildx 0.12+" in stderr[0]
+    assert demo.output == ""
+    assert demo.leftover_files() == []
