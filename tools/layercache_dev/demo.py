@@ -666,7 +666,7 @@ def _set_up(
             },
             build_repository_uri=image_repository,
         )
-        ecr_like_deletes()
+        outer.callback(ecr_like_deletes())
         step.result = (
             f"table {stack.table_name}, ECR repository {stack.repository_name}, project "
             f"{stack.project_name}, secret {stack.names.secret}, topic {stack.names.topic}"
@@ -701,8 +701,18 @@ def _closing(summary: Mapping[str, Any]) -> str:
         f"{builds['halfway']['seconds']:.1f}s ({builds['halfway']['cache_hit_ratio']:.0%}); "
         f"new branch {builds['new-branch']['seconds']:.1f}s "
         f"({builds['new-branch']['cache_hit_ratio']:.0%}, from main's cache). "
-        f"Pruner kept {len(pruning['kept'])} and deleted {len(pruning['deleted'])} images."
+        f"\nPruner (embedded ECR and local registry): kept {len(pruning['kept'])} "
+        f"({_by_reason(pruning['kept'])}); deleted {len(pruning['deleted'])} "
+        f"({_by_reason(pruning['deleted'])})."
     )
+
+
+def _by_reason(entries: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for entry in entries:
+        reason = str(entry["why"][0]).split(":", 1)[0] if entry["why"] else "?"
+        counts[reason] = counts.get(reason, 0) + 1
+    return ", ".join(f"{count} {reason}" for reason, count in counts.items())
 
 
 def _serve(aws: EmbeddedAws, stack: Stack, progress: Progress) -> None:

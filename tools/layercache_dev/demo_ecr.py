@@ -15,7 +15,7 @@ untagged images, and it deletes a manifest an index still references.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -119,8 +119,8 @@ def _ecr_backend() -> Any:
     return get_backend("ecr")[ACCOUNT][REGION]
 
 
-def ecr_like_deletes() -> None:
-    """Make the embedded ECR's BatchDeleteImage report and refuse as ECR does."""
+def ecr_like_deletes() -> Callable[[], None]:
+    """Make the embedded ECR's BatchDeleteImage report and refuse as ECR does; returns undo."""
     backend = _ecr_backend()
     original = type(backend).batch_delete_image
 
@@ -163,3 +163,4 @@ def ecr_like_deletes() -> None:
         return response
 
     backend.batch_delete_image = batch_delete_image
+    return lambda: backend.__dict__.pop("batch_delete_image", None)
