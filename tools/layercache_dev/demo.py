@@ -83,7 +83,7 @@ FIRST_COMMIT = {
 }
 DEFAULT_BRANCH = "main"
 NEW_BRANCH = "feature/login"
-# The pruning policy of the story: keep each branch's newest build only, no age rule.
+# The pruning policy of the story (stack parameters): each branch's newest build, no age rule.
 PRUNE_POLICY = {"PruneKeepPerBranch": "1", "PruneKeepDays": "0"}
 # The pruner keeps anything younger than an hour; the mirrored images are dated back so.
 BACKDATE = timedelta(hours=2)
@@ -283,7 +283,6 @@ class Demo:
     functions: LocalFunctions
     codebuild: LocalCodeBuild
     source: SourceRepository
-    image_repository: str  # in the local registry: "127.0.0.1:PORT/layercache/demo"
     summary: dict[str, Any] = field(default_factory=dict)
     recorded: list[dict[str, Any]] = field(default_factory=list)
 
@@ -445,9 +444,9 @@ class Demo:
         schedule = json.loads((ROOT / "events/image-pruner/daily-schedule.json").read_text())
         with self.progress.step(f"ImagePrunerFunction, dry run ({policy})") as step:
             mark = self.functions.log_mark()
-            dry = self.functions.invoke(
-                "ImagePrunerFunction", schedule, PRUNE_DRY_RUN="true", **_prune_env()
-            )["repositories"][0]
+            dry = self.functions.invoke("ImagePrunerFunction", schedule, PRUNE_DRY_RUN="true")[
+                "repositories"
+            ][0]
             plan = [
                 r
                 for r in self.functions.log_records(mark)
@@ -461,9 +460,9 @@ class Demo:
             ]
         with self.progress.step("ImagePrunerFunction, for real") as step:
             before = ecr_digests(ecr, name)
-            real = self.functions.invoke(
-                "ImagePrunerFunction", schedule, PRUNE_DRY_RUN="false", **_prune_env()
-            )["repositories"][0]
+            real = self.functions.invoke("ImagePrunerFunction", schedule, PRUNE_DRY_RUN="false")[
+                "repositories"
+            ][0]
             remaining = ecr_digests(ecr, name)
             gone = before - remaining
             registry_deleted = delete_from_registry(
@@ -547,10 +546,6 @@ def _push(
     return function_url_event("push", payload)
 
 
-def _prune_env() -> dict[str, str]:
-    return {"PRUNE_KEEP_PER_BRANCH": "1", "PRUNE_KEEP_DAYS": "0"}
-
-
 def _plan_entry(record: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "digest": record.get("digest"),
@@ -571,7 +566,8 @@ def _plan_line(verdict: str, entry: Mapping[str, Any]) -> str:
 
 
 class _Interrupts:
-    """The first Ctrl-C stops the story; later ones must not cut the clean-up short."""
+    """The first Ctrl-C (or SIGTERM, SIGHUP) stops the story; later ones must not cut the
+    clean-up short."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -597,7 +593,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
         return 3
     interrupts = _Interrupts(progress)
-    previous = signal.signal(signal.SIGINT, interrupts)
+    # Ctrl-C, `kill` and a closed terminal all stop the story the same clean way.
+    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, interrupts) for signum in stopping}
     workdir = Path(tempfile.mkdtemp(prefix="layercache-demo-"))
     try:
         return _run(args, progress, workdir)
@@ -612,7 +610,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             progress.line(f"Kept {workdir} (builds/, logs/functions.log, checkouts/, rig/)")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run(args: argparse.Namespace, progress: Progress, workdir: Path) -> int:
@@ -685,9 +684,7 @@ def _set_up(
     )
     codebuild.install()
     outer.callback(codebuild.uninstall)
-    return Demo(
-        progress, aws, stack, rig, functions, codebuild, source, image_repository, recorded=recorded
-    )
+    return Demo(progress, aws, stack, rig, functions, codebuild, source, recorded=recorded)
 
 
 def _closing(summary: Mapping[str, Any]) -> str:
@@ -700,7 +697,7 @@ def _closing(summary: Mapping[str, Any]) -> str:
         f"{warm['cache_hit_ratio']:.0%} cached); change halfway "
         f"{builds['halfway']['seconds']:.1f}s ({builds['halfway']['cache_hit_ratio']:.0%}); "
         f"new branch {builds['new-branch']['seconds']:.1f}s "
-        f"({builds['new-branch']['cache_hit_ratio']:.0%}, from main's cache). "
+        f"({builds['new-branch']['cache_hit_ratio']:.0%}, from main's cache)."
         f"\nPruner (embedded ECR and local registry): kept {len(pruning['kept'])} "
         f"({_by_reason(pruning['kept'])}); deleted {len(pruning['deleted'])} "
         f"({_by_reason(pruning['deleted'])})."
