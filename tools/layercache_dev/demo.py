@@ -679,9 +679,7 @@ def _set_up(
         """EventBridge: a build state change to BuildRecorderFunction."""
         recorded.append(functions.invoke("BuildRecorderFunction", event))
 
-    codebuild = LocalCodeBuild(
-        stack.project_name, rig, source, workdir=workdir, deliver=to_recorder
-    )
+    codebuild = LocalCodeBuild(rig, source, workdir=workdir, deliver=to_recorder)
     codebuild.install()
     outer.callback(codebuild.uninstall)
     return Demo(progress, aws, stack, rig, functions, codebuild, source, recorded=recorded)

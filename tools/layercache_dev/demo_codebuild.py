@@ -139,14 +139,12 @@ class LocalCodeBuild:
 
     def __init__(
         self,
-        project_name: str,
         rig: Rig,
         source: SourceRepository,
         *,
         workdir: Path,
         deliver: Callable[[dict[str, Any]], Any],
     ) -> None:
-        self.project_name = project_name
         self.rig = rig
         self.source = source
         self.workdir = workdir
