@@ -77,7 +77,8 @@ def row_from_item(item: Mapping[str, Any]) -> BuildRow:
         status=_text(item, "status") or "?",
         trigger=_text(item, "trigger"),
         mode=_text(item, "mode"),
-        commit=_text(item, "commit"),
+        # Nightly builds start at a branch head: the recorder stores the commit it resolved.
+        commit=_text(item, "commit") or _resolved_commit(item),
         build_number=int(number) if number is not None else None,
         duration=_float(item.get("duration_seconds")),
         cache_hit_ratio=_float(item.get("cache_hit_ratio")),
@@ -171,6 +172,12 @@ def summarize(
             )
         )
     return summaries
+
+
+def _resolved_commit(item: Mapping[str, Any]) -> str:
+    source_version = _text(item, "source_version")
+    is_sha = len(source_version) == 40 and all(c in "0123456789abcdef" for c in source_version)
+    return source_version if is_sha else ""
 
 
 def duration_text(seconds: float | None) -> str:

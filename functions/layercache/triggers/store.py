@@ -174,7 +174,8 @@ class BuildsStore:
             "#mode = :mode",
             "requested_at = :requested_at",
             "#day = :day",
-            "source_version = :source_version",
+            # The recorder stores the commit CodeBuild resolved; a branch name must not win.
+            "source_version = if_not_exists(source_version, :source_version)",
             "claim_pk = :claim_pk",
             "#status = if_not_exists(#status, :status)",
         ]

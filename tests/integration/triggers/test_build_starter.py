@@ -225,3 +225,32 @@ def test_a_failed_start_surfaces_frees_its_claim_and_the_retry_starts(
     assert len(tokens) == 2
     assert tokens[0] == tokens[1]
     assert all(len(token) <= 64 for token in tokens)
+
+
+def test_the_commit_codebuild_resolved_is_not_replaced_by_a_branch_name(
+    stack: Stack, codebuild: Stubber, clock: Clock
+) -> None:
+    resolved = "c" * 40
+    table = boto3.client("dynamodb", region_name="us-east-1")
+    # The recorder saw the build first and stored the commit CodeBuild resolved.
+    table.put_item(
+        TableName=stack.table_name,
+        Item={"pk": {"S": "BUILD#p:nightly"}, "source_version": {"S": resolved}},
+    )
+    starter = make_starter(stack, codebuild, clock)
+    expect_start(codebuild, "p:nightly", "main")
+    nightly = BuildRequest(
+        image="team/service",
+        branch="main",
+        commit=None,
+        trigger=Trigger.NIGHTLY,
+        mode=BuildMode.REFRESH,
+        requested_at=clock(),
+        occasion="nightly@2026-11-28T03:00:00.000Z",
+    )
+
+    starter.start(nightly)
+
+    (item,) = table_items(stack.table_name, "BUILD#")
+    assert item["source_version"]["S"] == resolved
+    assert item["trigger"]["S"] == "nightly"
