@@ -636,7 +636,12 @@ class Rig:
             commit=commit,
             mode=mode,
             default_branch=default_branch,
-            extra={"LAYERCACHE_REPORT_FILE": str(report_file), **(extra_env or {})},
+            # TMPDIR: the buildspec's temporary files go with the run, not into /tmp.
+            extra={
+                "TMPDIR": str(run_dir),
+                "LAYERCACHE_REPORT_FILE": str(report_file),
+                **(extra_env or {}),
+            },
         )
         started = time.monotonic()
         result = subprocess.run(
