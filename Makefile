@@ -56,6 +56,14 @@ test: lint build ## Lint, types, template checks, sam build, then every test
 	  if [ -n "$$PYTEST_STATUS_FILE" ]; then echo $$status > "$$PYTEST_STATUS_FILE"; fi; \
 	  exit $$status
 
+.PHONY: demo
+demo: $(BIN)/.installed ## The whole pipeline end to end on an embedded AWS and a local registry
+	$(BIN)/layercache demo
+
+.PHONY: bench
+bench: $(BIN)/.installed ## Build strategies side by side, and the pipeline's own overhead
+	$(BIN)/layercache bench
+
 .PHONY: clean
 clean: ## Remove build output and caches
 	rm -rf .aws-sam .mypy_cache .pytest_cache .ruff_cache

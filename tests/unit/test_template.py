@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -213,3 +214,16 @@ def test_every_parameter_is_grouped_and_documented_in_the_readme() -> None:
     for parameter in TEMPLATE["Parameters"]:
         assert grouped.count(parameter) == 1, f"{parameter} is in {grouped.count(parameter)} groups"
         assert f"| `{parameter}` |" in readme, f"README's configuration table lacks {parameter}"
+
+
+def test_env_json_only_sets_variables_the_template_declares() -> None:
+    """sam local invoke ignores variables the template does not declare for a function."""
+    env_json = json.loads((ROOT / "events" / "env.json").read_text())
+    for variable in env_json["Parameters"]:
+        assert any(variable in function_environment(name) for name in FUNCTIONS), variable
+    for logical_id, variables in env_json.items():
+        if logical_id == "Parameters":
+            continue
+        assert logical_id in FUNCTIONS
+        for variable in variables:
+            assert variable in function_environment(logical_id), f"{logical_id}: {variable}"

@@ -71,6 +71,7 @@ class StackNames:
             project=env["Parameters"]["BUILD_PROJECT_NAME"],
             repository=env["Parameters"]["IMAGE_REPOSITORY_NAME"],
             secret=env["GitHubWebhookFunction"]["WEBHOOK_SECRET_ARN"],
+            topic=env["BuildRecorderFunction"]["BUILD_NOTIFICATIONS_TOPIC_ARN"].rsplit(":", 1)[1],
         )
 
 
