@@ -1,0 +1,43 @@
+"""The benchmark's tests: its throttle and rendering (plain), and a quick run (docker tier).
+
+The quick run needs what the docker tier needs; without it the test skips with the
+reason, except under LAYERCACHE_REQUIRE_DOCKER=1 (CI), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from layercache_dev.bench import Options, run_bench, write_results
+from layercache_dev.bench_report import Results
+from layercache_dev.rig import missing_prerequisites
+
+
+@dataclass
+class QuickRun:
+    results: Results
+    workdir: Path
+    out: Path
+    said: list[str]
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
+    """`layercache bench --quick` once for the session: tiny image, one run per cell."""
+    missing = missing_prerequisites("remote")
+    if missing:
+        reason = "docker tier: " + "; ".join(missing) + " (run .ci/setup-docker as root)"
+        if os.environ.get("LAYERCACHE_REQUIRE_DOCKER") == "1":
+            pytest.fail(reason + " and LAYERCACHE_REQUIRE_DOCKER=1", pytrace=False)
+        pytest.skip(reason)
+    workdir = tmp_path_factory.mktemp("bench-work")
+    out = tmp_path_factory.mktemp("bench-out")
+    said: list[str] = []
+    options = Options.quick()
+    results = run_bench(options, workdir, said.append)
+    write_results(results, out)
+    return QuickRun(results, workdir, out, said)

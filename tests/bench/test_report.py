@@ -1,0 +1,152 @@
+"""Rendering the results: the tables, the ratios, the targets, the JSON and the chart."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import pytest
+
+from layercache_dev.bench import chart
+from layercache_dev.bench_builds import STRATEGIES, Cell, Run, Strategy
+from layercache_dev.bench_report import (
+    Results,
+    check_targets,
+    human_bytes,
+    results_json,
+    results_markdown,
+)
+from layercache_dev.bench_workload import SCENARIOS, Scenario
+
+IMAGE = 300_000_000
+# Median wall seconds per (strategy, scenario); the three runs are value-1, value, value+5.
+SECONDS = {
+    Strategy.NO_CACHE: [40.0, 40.0, 40.0, 40.0, 40.0],
+    Strategy.SEED: [42.0, 10.0, 30.0, 32.0, 36.0],
+    Strategy.INLINE: [42.0, 2.0, 25.0, 27.0, 33.0],
+    Strategy.REGISTRY: [50.0, 1.5, 14.0, 10.0, 20.0],
+    Strategy.WARM: [40.0, 0.5, 10.5, 8.0, 18.0],
+}
+
+
+def run(seconds: float, down: int, up: int) -> Run:
+    return Run(
+        seconds=seconds, downloaded_bytes=down, uploaded_bytes=up, blob_downloads=1,
+        blob_uploads=1, log_start=0, log_end=10, proxy_bytes_down=down, proxy_bytes_up=up,
+        cached_steps=6, total_steps=12, repository="bench/x/y-1",
+    )  # fmt: skip
+
+
+def make_results() -> Results:
+    cells = []
+    for strategy in STRATEGIES:
+        for scenario, seconds in zip(SCENARIOS, SECONDS[strategy], strict=True):
+            down = IMAGE if strategy is Strategy.SEED else 1_000
+            cell = Cell(strategy, scenario)
+            cell.runs = [run(seconds - 1, down, 5), run(seconds, down, 7)]
+            cell.runs.append(run(seconds + 5, down, 9))
+            cells.append(cell)
+    meta = {
+        "date": "2026-11-29 15:00 UTC", "machine": "2 cores (AMD EPYC)",
+        "rate_bytes_per_second": 50e6, "size_mb": 300.0, "work_seconds": 20.0, "runs": 3,
+        "steps": 12, "total_seconds": 1500.0, "registry_log": "/tmp/registry.log",
+    }  # fmt: skip
+    overhead = {
+        "imports": {
+            "GitHubWebhookFunction": {
+                "module": "layercache.handlers.github_webhook", "median_ms": 450.2,
+                "max_ms": 470.9, "runs": 10,
+            }
+        },
+        "webhook": {
+            "iterations": 500, "median_ms": 35.5, "p99_ms": 60.25, "max_ms": 80.0,
+            "own_median_ms": 6.5, "own_p99_ms": 9.0, "first_call_ms": 70.0,
+            "aws_calls_per_delivery": 6.0,
+            "aws_calls_by_operation": {"codebuild:StartBuild": 1.0, "dynamodb:PutItem": 2.0},
+        },
+        "pruner": {
+            "plain": {"images": 10000, "median_ms": 110.0, "runs": 5, "kept": 422,
+                      "planned_deletions": 9578},
+            "moto": {"images": 10000, "seconds": 7.4, "aws_calls": 60, "kept": 422,
+                     "planned_deletions": 9578, "seeding_seconds": 50.0,
+                     "aws_calls_by_operation": {"ecr:BatchGetImage": 50, "ecr:DescribeImages": 10}},
+        },
+    }  # fmt: skip
+    return Results(meta, cells, IMAGE, builder_cached_seconds=10.0, overhead=overhead)
+
+
+def test_cell_medians_and_ratios() -> None:
+    results = make_results()
+    ours = results.cell(Strategy.REGISTRY, Scenario.UNCHANGED)
+    assert ours.seconds == 1.5
+    assert ours.uploaded_bytes == 7
+    assert results.ratio_to_cold(ours) == pytest.approx(1.5 / 40)
+    assert results.ratio_to_seed(ours) == pytest.approx(0.15)
+
+
+def test_targets_met_and_missed() -> None:
+    targets = {t.name: t for t in check_targets(make_results())}
+    assert targets["unchanged rebuild vs cold"].met  # 1.5 / 40 = 3.75 %
+    assert targets["unchanged rebuild vs the seed"].met  # 0.15x
+    assert targets["unchanged rebuild downloads"].met  # 1 KB of 300 MB
+    halfway = targets["change halfway vs warm local builder"]
+    assert not halfway.met  # 14 / 10.5
+    assert "1.33x" in halfway.measured
+    builder = targets["builder-stage change vs the seed"]
+    assert builder.met  # 32 - 10 = 22 s saved >= 10 s cached
+    assert "22.0 s faster" in builder.measured
+
+
+def test_targets_need_their_cells() -> None:
+    results = make_results()
+    results.cells = [c for c in results.cells if c.strategy is not Strategy.WARM]
+    assert check_targets(results) == []
+
+
+def test_markdown_states_machine_rate_and_every_cell() -> None:
+    results = make_results()
+    markdown = results_markdown(results, check_targets(results))
+    assert "2 cores (AMD EPYC)" in markdown
+    assert "50 MB/s each way" in markdown
+    assert "| unchanged | 40.0 | 10.0 | 2.0 | 1.5 | 0.5 |" in markdown
+    assert "| unchanged | registry | 1.5 | 0.04x | 0.15x | 1.0 KB | 7 B | 6/12 |" in markdown
+    assert "| change halfway vs warm local builder |" in markdown
+    assert "| whole call, moto's AWS included | 35.5 | 60.2 |" in markdown
+    assert "60 (ecr:BatchGetImage 50, ecr:DescribeImages 10)" in markdown
+    for scenario in SCENARIOS:
+        assert markdown.count(f"| {scenario} | ") == 1 + len(STRATEGIES)
+
+
+def test_json_round_trips() -> None:
+    results = make_results()
+    document = json.loads(json.dumps(results_json(results, check_targets(results))))
+    assert len(document["cells"]) == 25
+    cell = next(
+        c
+        for c in document["cells"]
+        if c["strategy"] == str(Strategy.SEED) and c["scenario"] == str(Scenario.HALFWAY)
+    )
+    assert cell["median_seconds"] == 30.0
+    assert cell["ratio_to_seed"] == 1.0
+    assert cell["ratio_to_cold"] == 0.75
+    assert cell["median_downloaded_bytes"] == IMAGE
+    assert [r["seconds"] for r in cell["runs"]] == [29.0, 30.0, 35.0]
+    assert document["targets"][0]["name"] == "unchanged rebuild vs cold"
+
+
+def test_chart_is_a_png_of_the_build_table() -> None:
+    png = chart(make_results())
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (1280, 720)
+    idat = png.index(b"IDAT")
+    (length,) = struct.unpack(">I", png[idat - 4 : idat])
+    raw = zlib.decompress(png[idat + 4 : idat + 4 + length])
+    assert len(raw) == height * (1 + width * 3)
+
+
+def test_human_bytes() -> None:
+    assert human_bytes(0) == "0 B"
+    assert human_bytes(1_500) == "1.5 KB"
+    assert human_bytes(314_572_800) == "314.6 MB"
