@@ -14,6 +14,7 @@ from layercache_dev.bench_report import (
     Results,
     check_targets,
     human_bytes,
+    results_from_json,
     results_json,
     results_markdown,
 )
@@ -150,3 +151,11 @@ def test_human_bytes() -> None:
     assert human_bytes(0) == "0 B"
     assert human_bytes(1_500) == "1.5 KB"
     assert human_bytes(314_572_800) == "314.6 MB"
+
+
+def test_results_render_again_from_their_json() -> None:
+    results = make_results()
+    targets = check_targets(results)
+    document = json.loads(json.dumps(results_json(results, targets)))
+    again = results_from_json(document)
+    assert results_markdown(again, check_targets(again)) == results_markdown(results, targets)

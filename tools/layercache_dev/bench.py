@@ -28,18 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from layercache_dev import bench_overhead
-from layercache_dev.bench_builds import (
-    SHORT_NAMES,
-    STRATEGIES,
-    BuildBench,
-    Strategy,
-    builder_cached_seconds,
-)
+from layercache_dev.bench_builds import STRATEGIES, BuildBench, builder_cached_seconds
 from layercache_dev.bench_chart import bar_chart
 from layercache_dev.bench_report import (
     Results,
     check_targets,
     human_bytes,
+    results_from_json,
     results_json,
     results_markdown,
 )
@@ -94,13 +89,27 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--rate", type=float, help=f"registry link, MB/s each way (default {defaults.rate_mb:g})"
     )
-    parser.add_argument("--webhook-iterations", type=int)
-    parser.add_argument("--prune-images", type=int)
-    parser.add_argument("--import-runs", type=int)
+    parser.add_argument(
+        "--webhook-iterations",
+        type=int,
+        help=f"deliveries timed (default {defaults.webhook_iterations})",
+    )
+    parser.add_argument(
+        "--prune-images", type=int, help=f"repository size (default {defaults.prune_images})"
+    )
+    parser.add_argument(
+        "--import-runs", type=int, help=f"imports per module (default {defaults.import_runs})"
+    )
     parser.add_argument("--no-builds", action="store_true", help="skip the build strategies")
     parser.add_argument("--no-overhead", action="store_true", help="skip the pipeline overhead")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results go")
     parser.add_argument("--workdir", type=Path, help="rig and contexts (default: a temp dir)")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="measure nothing: render results.md and builds.png again from a results.json",
+    )
     parser.set_defaults(run=run_command)
 
 
@@ -122,6 +131,11 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.from_json is not None:
+        results = results_from_json(json.loads(args.from_json.read_text()))
+        write_results(results, args.out)
+        print(f"rendered {args.from_json} to {args.out}")
+        return 0
     options = options_from(args)
     if options.builds and (missing := missing_prerequisites("remote")):
         print("layercache bench needs: " + "; ".join(missing) + " (run .ci/setup-docker)")
@@ -250,6 +264,3 @@ def machine_description() -> str:
                 f"{label} {words[1] if label == 'buildx' and len(words) > 1 else words[0]}"
             )
     return ", ".join(parts)
-
-
-__all__ = ["SHORT_NAMES", "Options", "Strategy", "add_parser", "run_bench", "write_results"]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from layercache_dev.bench_builds import SHORT_NAMES, STRATEGIES, Cell, Strategy
+from layercache_dev.bench_builds import SHORT_NAMES, STRATEGIES, Cell, Run, Strategy
 from layercache_dev.bench_workload import SCENARIOS, Scenario
 
 REFERENCE_COLD = (Strategy.NO_CACHE, Scenario.COLD)
@@ -156,6 +156,25 @@ def results_json(results: Results, targets: Sequence[Target]) -> dict[str, Any]:
         "targets": [vars(target) for target in targets],
         "overhead": results.overhead,
     }
+
+
+def results_from_json(document: dict[str, Any]) -> Results:
+    """The Results a `results.json` was written from (to render it again)."""
+    cells = [
+        Cell(
+            Strategy(cell["strategy"]),
+            Scenario(cell["scenario"]),
+            [Run(**run) for run in cell["runs"]],
+        )
+        for cell in document["cells"]
+    ]
+    return Results(
+        meta=document["meta"],
+        cells=cells,
+        image_bytes=int(document["image_bytes"]),
+        builder_cached_seconds=float(document["builder_cached_seconds"]),
+        overhead=document.get("overhead") or {},
+    )
 
 
 def _x(value: float | None) -> str:
