@@ -83,6 +83,7 @@ def check_targets(results: Results) -> list[Target]:
     image = results.image_bytes
     transfer = halfway.downloaded_bytes / rate if rate else 0.0
     pull = seed_unchanged.downloaded_bytes / rate if rate else 0.0
+    builder_transfer = builder.downloaded_bytes / rate if rate else 0.0
     saved = seed_builder.seconds - builder.seconds
     cached_share = results.builder_cached_seconds
     return [
@@ -131,8 +132,10 @@ def check_targets(results: Results) -> list[Target]:
             f"cached builder steps took {cached_share:.1f} s cold",
             saved >= cached_share,
             "the seed's inline cache holds only the final stage, so it reruns the builder "
-            f"stage's toolchain and dependency steps; ours downloads "
-            f"{human_bytes(builder.downloaded_bytes)} instead",
+            "stage's toolchain and dependency steps; a fresh host with ours skips them but "
+            f"downloads {human_bytes(builder.downloaded_bytes)} ({builder_transfer:.1f} s at "
+            "the link's rate): the layers the compile step runs on, and the runtime stage's "
+            "layers below the copied application",
         ),
     ]
 
