@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from layercache_dev.rig import BuilderKind, missing_prerequisites
+
 # Set before any boto3 client exists, so no test can reach a real account.
 os.environ.update(
     {
@@ -58,3 +60,15 @@ def emitted_metrics(output: str) -> list[dict[str, Any]]:
         for line in output.splitlines()
         if line.startswith("{") and '"_aws"' in line
     ]
+
+
+def require_docker_tier(kind: BuilderKind = "remote") -> None:
+    """Skip without the docker tier (engine, registry, builder), with the reason; under
+    LAYERCACHE_REQUIRE_DOCKER=1 (CI) a missing piece fails the test instead."""
+    missing = missing_prerequisites(kind)
+    if not missing:
+        return
+    reason = "docker tier: " + "; ".join(missing) + " (run .ci/setup-docker as root)"
+    if os.environ.get("LAYERCACHE_REQUIRE_DOCKER") == "1":
+        pytest.fail(reason + " and LAYERCACHE_REQUIRE_DOCKER=1", pytrace=False)
+    pytest.skip(reason)

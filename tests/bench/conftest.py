@@ -6,7 +6,6 @@ reason, except under LAYERCACHE_REQUIRE_DOCKER=1 (CI), where it fails instead.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from layercache_dev.bench import Options, run_bench, write_results
 from layercache_dev.bench_report import Results
-from layercache_dev.rig import missing_prerequisites
+from tests.conftest import require_docker_tier
 
 
 @dataclass
@@ -28,12 +27,7 @@ class QuickRun:
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
     """`layercache bench --quick` once for the session: tiny image, one run per cell."""
-    missing = missing_prerequisites("remote")
-    if missing:
-        reason = "docker tier: " + "; ".join(missing) + " (run .ci/setup-docker as root)"
-        if os.environ.get("LAYERCACHE_REQUIRE_DOCKER") == "1":
-            pytest.fail(reason + " and LAYERCACHE_REQUIRE_DOCKER=1", pytrace=False)
-        pytest.skip(reason)
+    require_docker_tier("remote")
     workdir = tmp_path_factory.mktemp("bench-work")
     out = tmp_path_factory.mktemp("bench-out")
     said: list[str] = []

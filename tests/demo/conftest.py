@@ -22,18 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from layercache_dev.rig import ROOT, missing_prerequisites
+from layercache_dev.rig import ROOT
+from tests.conftest import require_docker_tier
 
 
 @pytest.fixture
 def docker_tier() -> None:
     """Skip without the docker tier, unless LAYERCACHE_REQUIRE_DOCKER=1 (then fail)."""
-    missing = missing_prerequisites("remote")
-    if missing:
-        reason = "docker tier: " + "; ".join(missing) + " (run .ci/setup-docker as root)"
-        if os.environ.get("LAYERCACHE_REQUIRE_DOCKER") == "1":
-            pytest.fail(reason + " and LAYERCACHE_REQUIRE_DOCKER=1", pytrace=False)
-        pytest.skip(reason)
+    require_docker_tier("remote")
 
 
 def free_port() -> int:

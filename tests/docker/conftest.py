@@ -6,21 +6,16 @@ Without them the tests skip with the reason, except under LAYERCACHE_REQUIRE_DOC
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
-from layercache_dev.rig import BuilderKind, Rig, missing_prerequisites
+from layercache_dev.rig import BuilderKind, Rig
+from tests.conftest import require_docker_tier
 
 
 def started_rig(factory: pytest.TempPathFactory, kind: BuilderKind) -> Iterator[Rig]:
-    missing = missing_prerequisites(kind)
-    if missing:
-        reason = "docker tier: " + "; ".join(missing) + " (run .ci/setup-docker as root)"
-        if os.environ.get("LAYERCACHE_REQUIRE_DOCKER") == "1":
-            pytest.fail(reason + " and LAYERCACHE_REQUIRE_DOCKER=1", pytrace=False)
-        pytest.skip(reason)
+    require_docker_tier(kind)
     with Rig(factory.mktemp(f"rig-{kind}"), builder_kind=kind) as rig:
         yield rig
 

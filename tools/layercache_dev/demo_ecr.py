@@ -22,8 +22,9 @@ from typing import Any
 
 from moto.backends import get_backend
 
-from layercache.pruning.model import INDEX_MEDIA_TYPES, parse_index_children
+from layercache.pruning.model import INDEX_MEDIA_TYPES
 from layercache_dev.embedded_aws import ACCOUNT, REGION
+from layercache_dev.moto_ecr import ecr_like_batch_delete
 from layercache_dev.rig import Registry
 
 _ACCEPT = ",".join(
@@ -129,37 +130,9 @@ def ecr_like_deletes() -> Callable[[], None]:
         registry_id: str | None = None,
         image_ids: list[dict[str, str]] | None = None,
     ) -> dict[str, Any]:
-        image_ids = list(image_ids or [])
-        repository = backend.repositories[repository_name]
-        referenced = {
-            child.digest
-            for image in repository.images
-            if image.image_manifest_media_type in INDEX_MEDIA_TYPES
-            for child in parse_index_children(image.image_manifest)
-        }
-        refused = [i for i in image_ids if i.get("imageDigest") in referenced]
-        allowed = [i for i in image_ids if i not in refused]
-        before = {image.image_digest for image in repository.images}
-        response: dict[str, Any] = (
-            original(backend, repository_name, registry_id, allowed)
-            if allowed
-            else {"imageIds": [], "failures": []}
+        response, _ = ecr_like_batch_delete(
+            original, backend, repository_name, registry_id, list(image_ids or [])
         )
-        after = {image.image_digest for image in repository.images}
-        answered = {getattr(i, "image_digest", None) for i in response["imageIds"]}
-        response["imageIds"] = list(response["imageIds"]) + [
-            {"imageDigest": i["imageDigest"]}
-            for i in allowed
-            if i.get("imageDigest") in before - after and i["imageDigest"] not in answered
-        ]
-        response["failures"] = list(response["failures"]) + [
-            {
-                "imageId": {"imageDigest": i["imageDigest"]},
-                "failureCode": "ImageReferencedByManifestList",
-                "failureReason": "Requested image referenced by manifest list",
-            }
-            for i in refused
-        ]
         return response
 
     backend.batch_delete_image = batch_delete_image

@@ -28,12 +28,11 @@ from moto.ecr.responses import ECRResponse
 
 from layercache.pruning.model import (
     BUILDKIT_CACHE_CONFIG,
-    INDEX_MEDIA_TYPES,
     OCI_INDEX,
     OCI_MANIFEST,
     branch_slug,
-    parse_index_children,
 )
+from layercache_dev.moto_ecr import ecr_like_batch_delete
 
 REGION = "us-east-1"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -77,39 +76,10 @@ def ecr_like(monkeypatch: pytest.MonkeyPatch) -> EcrLike:
             return original_delete(self, repository_name, registry_id, image_ids)
         seen.delete_batch_sizes.append(len(image_ids))
         assert len(image_ids) <= 100, "ECR takes at most 100 image ids per BatchDeleteImage"
-        repository = self.repositories[repository_name]
-        referenced = {
-            child.digest
-            for image in repository.images
-            if image.image_manifest_media_type in INDEX_MEDIA_TYPES
-            for child in parse_index_children(image.image_manifest)
-        }
-        refused = [i for i in image_ids if i.get("imageDigest") in referenced]
-        allowed = [i for i in image_ids if i not in refused]
-        before = {image.image_digest for image in repository.images}
-        response: dict[str, Any] = (
-            original_delete(self, repository_name, registry_id, allowed)
-            if allowed
-            else {"imageIds": [], "failures": []}
+        response, refused = ecr_like_batch_delete(
+            original_delete, self, repository_name, registry_id, image_ids
         )
-        # moto reports a deleted image once per tag, so an untagged one not at all; ECR
-        # reports every deleted image.
-        after = {image.image_digest for image in repository.images}
-        answered = {getattr(i, "image_digest", None) for i in response["imageIds"]}
-        response["imageIds"] = list(response["imageIds"]) + [
-            {"imageDigest": i["imageDigest"]}
-            for i in allowed
-            if i["imageDigest"] in before - after and i["imageDigest"] not in answered
-        ]
-        for image_id in refused:
-            seen.refused.append(image_id["imageDigest"])
-            response["failures"].append(
-                {
-                    "imageId": {"imageDigest": image_id["imageDigest"]},
-                    "failureCode": "ImageReferencedByManifestList",
-                    "failureReason": "Requested image referenced by manifest list",
-                }
-            )
+        seen.refused.extend(refused)
         return response
 
     original_describe = ECRResponse.describe_images

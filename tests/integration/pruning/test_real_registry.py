@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,8 @@ from layercache.pruning.model import (
     parse_index_children,
 )
 from layercache.pruning.plan import Policy, Reason, make_plan
-from layercache_dev.rig import Rig, missing_prerequisites
+from layercache_dev.rig import Rig
+from tests.conftest import require_docker_tier
 
 pytestmark = pytest.mark.docker
 
@@ -38,12 +38,7 @@ RUN cat /src/app.txt > /app.txt
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    missing = missing_prerequisites("remote")
-    if missing:
-        reason = "docker tier: " + "; ".join(missing) + " (run .ci/setup-docker as root)"
-        if os.environ.get("LAYERCACHE_REQUIRE_DOCKER") == "1":
-            pytest.fail(reason + " and LAYERCACHE_REQUIRE_DOCKER=1", pytrace=False)
-        pytest.skip(reason)
+    require_docker_tier("remote")
     with Rig(tmp_path_factory.mktemp("prune-rig"), builder_kind="remote") as started:
         yield started
 
