@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from layercache_dev.lambda_context import FakeLambdaContext
 from layercache_dev.rig import BuilderKind, missing_prerequisites
 
 # Set before any boto3 client exists, so no test can reach a real account.
@@ -33,19 +33,6 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 @pytest.fixture(autouse=True)
 def _no_stray_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-
-
-@dataclass
-class FakeLambdaContext:
-    """What Powertools reads from the Lambda context."""
-
-    function_name: str = "layercache-test"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:layercache-test"
-    aws_request_id: str = "6f1c0f5e-1f7e-4e39-9c4e-8e7f2f1f0a11"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from layercache.pruning.model import (
     parse_index_children,
 )
 from layercache.pruning.plan import Policy, make_plan
+from layercache_dev.lambda_context import FakeLambdaContext
 from layercache_dev.template import load_template
 
 REGION = "us-east-1"
@@ -136,17 +137,6 @@ def run_part(part: str, size: int) -> dict[str, Any]:
         return result
 
 
-@dataclass
-class _LambdaContext:
-    function_name: str = "layercache-bench"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:layercache-bench"
-    aws_request_id: str = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
 def _count_calls() -> Counter[str]:
     """Count every AWS call boto3's default session makes, by service:operation."""
     import boto3
@@ -218,7 +208,7 @@ def webhook_latency(iterations: int) -> dict[str, Any]:
         from layercache.handlers.github_webhook import handler
 
         in_aws = _time_inside_moto()
-        context = _LambdaContext()
+        context = FakeLambdaContext("layercache-bench", aws_request_id="bench")
         events = [
             function_url_event("push", push_payload(after=fake_sha(f"bench commit {n}")))
             for n in range(iterations + 1)

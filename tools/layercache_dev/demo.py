@@ -54,6 +54,7 @@ from layercache_dev.demo_ecr import (
 )
 from layercache_dev.embedded_aws import FAKE_CREDENTIALS, REGION, EmbeddedAws, Stack
 from layercache_dev.github_events import ZERO_SHA, function_url_event, push_payload
+from layercache_dev.lambda_context import FakeLambdaContext
 from layercache_dev.rig import ROOT, Rig, RigError, missing_prerequisites
 from layercache_dev.template import function_handler
 
@@ -162,22 +163,6 @@ class Step:
 # ---------------------------------------------------------------- the functions, in process
 
 
-@dataclass
-class FakeLambdaContext:
-    """What Powertools reads from the Lambda context."""
-
-    function_name: str
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    memory_limit_in_mb: int = 256
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:123456789012:function:layercache-{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
 class LocalFunctions:
     """Invoke the stack's functions in this process, each with the template's environment.
 
@@ -206,7 +191,9 @@ class LocalFunctions:
             if self._last_env.get(logical_id) != env:
                 _reset_services(logical_id)
                 self._last_env[logical_id] = env
-            result: dict[str, Any] = handler(dict(event), FakeLambdaContext(logical_id))
+            result: dict[str, Any] = handler(
+                dict(event), FakeLambdaContext(f"layercache-{logical_id}", region=REGION)
+            )
         self._log.flush()
         return result
 

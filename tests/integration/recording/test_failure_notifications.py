@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from layercache_dev.lambda_context import FakeLambdaContext
 from layercache_dev.template import function_handler
-from tests.conftest import FakeLambdaContext
 
 from .conftest import sample, trigger_write
 

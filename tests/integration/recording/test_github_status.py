@@ -18,8 +18,8 @@ from layercache.recording.github import (
 )
 from layercache.recording.service import BuildRecorder
 from layercache.recording.store import BuildRecordStore
+from layercache_dev.lambda_context import FakeLambdaContext
 from layercache_dev.template import function_handler
-from tests.conftest import FakeLambdaContext
 
 from .conftest import (
     IMAGE,

@@ -16,8 +16,9 @@ from layercache.recording.events import BuildStateChangeEvent
 from layercache.recording.github import GitHubStatusClient
 from layercache.recording.service import BuildRecorder, Outcome
 from layercache.recording.store import BuildRecordStore
+from layercache_dev.lambda_context import FakeLambdaContext
 from layercache_dev.template import function_handler
-from tests.conftest import FakeLambdaContext, emitted_metrics
+from tests.conftest import emitted_metrics
 
 from .conftest import (
     EXPORTED,

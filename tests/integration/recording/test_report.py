@@ -17,9 +17,9 @@ import boto3
 import pytest
 
 from layercache_dev import cli
+from layercache_dev.lambda_context import FakeLambdaContext
 from layercache_dev.report import BuildRow, render_html, summarize
 from layercache_dev.template import create_table_arguments, function_handler
-from tests.conftest import FakeLambdaContext
 
 from .conftest import REGION, sample
 

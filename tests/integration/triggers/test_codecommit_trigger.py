@@ -13,7 +13,7 @@ from botocore.stub import Stubber
 from layercache.handlers import codecommit_trigger
 from layercache.triggers import wiring
 from layercache.triggers.settings import CodeCommitTriggerSettings
-from tests.conftest import FakeLambdaContext
+from layercache_dev.lambda_context import FakeLambdaContext
 from tests.integration.conftest import RecordedCall, Stack
 
 from .conftest import builds_started, sample, table_items, template_handler

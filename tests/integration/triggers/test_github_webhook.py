@@ -13,7 +13,8 @@ from layercache_dev.github_events import (
     function_url_event,
     push_payload,
 )
-from tests.conftest import FakeLambdaContext, emitted_metrics
+from layercache_dev.lambda_context import FakeLambdaContext
+from tests.conftest import emitted_metrics
 from tests.integration.conftest import RecordedCall, Stack
 
 from .conftest import builds_started, sample, table_items, template_handler

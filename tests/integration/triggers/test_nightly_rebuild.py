@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FakeLambdaContext
+from layercache_dev.lambda_context import FakeLambdaContext
 from tests.integration.conftest import RecordedCall, Stack
 
 from .conftest import builds_started, sample, table_items, template_handler
