@@ -13,29 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from layercache_dev.rig import BuildOutcome, Rig
+from layercache_dev.rig import SAMPLE_DOCKERFILE, BuildOutcome, Rig
 
 pytestmark = pytest.mark.docker
 
-# Two stages, each step writing a few MB and sleeping a little (a stand-in for compiling
-# or installing); the final stage declares the refresh build-arg before its OS-package
-# step, as the docs ask Dockerfiles to do.
-DOCKERFILE = """\
-FROM {base} AS builder
-RUN dd if=/dev/urandom of=/deps-a bs=1M count=3 && sleep 2
-RUN dd if=/dev/urandom of=/deps-b bs=1M count=3 && sleep 2
-COPY src/ /src/
-RUN cat /src/app.txt > /app.bin && dd if=/dev/urandom bs=1M count=2 >> /app.bin && sleep 1
-
-FROM {base}
-RUN dd if=/dev/urandom of=/runtime bs=1M count=3 && sleep 2
-ARG LAYERCACHE_REFRESH_DATE
-RUN echo "$LAYERCACHE_REFRESH_DATE" > /os-packages && dd if=/dev/urandom of=/os bs=1M count=3 \\
-    && sleep 1
-RUN dd if=/dev/urandom of=/app-deps bs=1M count=3 && sleep 1
-COPY --from=builder /app.bin /app.bin
-RUN wc -c /app.bin > /manifest.txt
-"""
+DOCKERFILE = SAMPLE_DOCKERFILE  # see the rig
 STEPS = 9  # Dockerfile instructions other than FROM
 BUILDER_STEPS = ("/deps-a", "/deps-b", "COPY src/", "/app.bin &&")
 _commits = itertools.count(1)

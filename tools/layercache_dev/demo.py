@@ -55,28 +55,10 @@ from layercache_dev.demo_ecr import (
 from layercache_dev.embedded_aws import FAKE_CREDENTIALS, REGION, EmbeddedAws, Stack
 from layercache_dev.github_events import ZERO_SHA, function_url_event, push_payload
 from layercache_dev.lambda_context import FakeLambdaContext
-from layercache_dev.rig import ROOT, Rig, RigError, missing_prerequisites
+from layercache_dev.rig import ROOT, SAMPLE_DOCKERFILE, Rig, RigError, missing_prerequisites
 from layercache_dev.template import function_handler
 
-# Two stages, each step writing a few MB and sleeping a little (a stand-in for compiling
-# or installing); the final stage declares the refresh build-arg before its OS-package
-# step, as the docs ask. `{base}` is the rig's busybox image.
-DOCKERFILE = """\
-FROM {base} AS builder
-RUN dd if=/dev/urandom of=/deps-a bs=1M count=3 && sleep 2
-RUN dd if=/dev/urandom of=/deps-b bs=1M count=3 && sleep 2
-COPY src/ /src/
-RUN cat /src/*.txt > /app.bin && dd if=/dev/urandom bs=1M count=2 >> /app.bin && sleep 1
-
-FROM {base}
-RUN dd if=/dev/urandom of=/runtime bs=1M count=3 && sleep 2
-ARG LAYERCACHE_REFRESH_DATE
-RUN echo "$LAYERCACHE_REFRESH_DATE" > /os-packages && dd if=/dev/urandom of=/os bs=1M count=3 \\
-    && sleep 1
-RUN dd if=/dev/urandom of=/app-deps bs=1M count=3 && sleep 1
-COPY --from=builder /app.bin /app.bin
-RUN wc -c /app.bin > /manifest.txt
-"""
+DOCKERFILE = SAMPLE_DOCKERFILE  # see the rig
 FIRST_COMMIT = {
     "Dockerfile": DOCKERFILE,
     "src/app.txt": "version 1\n",

@@ -58,6 +58,27 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 BUILDSPECS = ROOT / "buildspecs"
 BUILDSPEC = BUILDSPECS / "buildspec.yml"
+
+# A small service-shaped image for the docker tests and the demo: two stages, each step
+# writing a few MB and sleeping a little (a stand-in for compiling or installing); the
+# final stage declares the refresh build-arg right before its OS-package step, as the
+# docs ask. `{base}` is the rig's busybox image; the context needs `src/*.txt`.
+SAMPLE_DOCKERFILE = """\
+FROM {base} AS builder
+RUN dd if=/dev/urandom of=/deps-a bs=1M count=3 && sleep 2
+RUN dd if=/dev/urandom of=/deps-b bs=1M count=3 && sleep 2
+COPY src/ /src/
+RUN cat /src/*.txt > /app.bin && dd if=/dev/urandom bs=1M count=2 >> /app.bin && sleep 1
+
+FROM {base}
+RUN dd if=/dev/urandom of=/runtime bs=1M count=3 && sleep 2
+ARG LAYERCACHE_REFRESH_DATE
+RUN echo "$LAYERCACHE_REFRESH_DATE" > /os-packages && dd if=/dev/urandom of=/os bs=1M count=3 \\
+    && sleep 1
+RUN dd if=/dev/urandom of=/app-deps bs=1M count=3 && sleep 1
+COPY --from=builder /app.bin /app.bin
+RUN wc -c /app.bin > /manifest.txt
+"""
 BuilderKind = Literal["remote", "docker"]
 PHASES = ("install", "pre_build", "build", "post_build")
 _BLOB_URI = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
