@@ -3,39 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from layercache_dev.template import (
-    create_table_arguments,
-    function_environment,
-    parameter_defaults,
-    resolve,
-)
+from layercache_dev.embedded_aws import Stack, StackNames, deploy_stack
 
 REGION = "us-east-1"
 
 
-@dataclass
-class Stack:
-    """The deployed names, and the values template references resolve to."""
-
-    table_name: str = "layercache-builds"
-    project_name: str = "layercache-image-build"
-    repository_name: str = "team/service"
-    webhook_secret_value: str = "It's a Secret to Everybody"
-    refs: dict[str, Any] = field(default_factory=dict)
-
-    def environment(self, logical_id: str) -> dict[str, str]:
-        """The environment template.yaml gives the function `logical_id`, resolved."""
-        return {
-            name: str(resolve(value, self.refs))
-            for name, value in function_environment(logical_id).items()
-        }
+# The names the tests' resources get; the stack itself is made as the demo makes it.
+TEST_NAMES = StackNames(
+    table="layercache-builds",
+    project="layercache-image-build",
+    repository="team/service",
+    secret="layercache-webhook",
+)
 
 
 @pytest.fixture
@@ -46,43 +32,16 @@ def aws() -> Iterator[None]:
 
 @pytest.fixture
 def stack(aws: None) -> Stack:
-    stack = Stack()
-    dynamodb = boto3.client("dynamodb", region_name=REGION)
-    dynamodb.create_table(**create_table_arguments("BuildsTable", stack.table_name))
-    ecr = boto3.client("ecr", region_name=REGION)
-    repository = ecr.create_repository(repositoryName=stack.repository_name)["repository"]
-    codebuild = boto3.client("codebuild", region_name=REGION)
-    codebuild.create_project(
-        name=stack.project_name,
-        source={
-            "type": "GITHUB",
-            "location": "https://github.com/octo-org/service.git",
-            "buildspec": "version: 0.2",
-        },
-        artifacts={"type": "NO_ARTIFACTS"},
-        environment={
-            "type": "LINUX_CONTAINER",
-            "image": "aws/codebuild/standard:7.0",
-            "computeType": "BUILD_GENERAL1_SMALL",
-            "privilegedMode": True,
-        },
-        serviceRole="arn:aws:iam::123456789012:role/layercache-build",
+    """The stack's resources in moto, created from template.yaml's own definitions."""
+    def client(service: str) -> Any:
+        return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
+
+    return deploy_stack(
+        client,
+        endpoint="",  # moto's in-process mock: boto3's default endpoints
+        parameters={"SourceRepository": "octo-org/service"},
+        names=TEST_NAMES,
     )
-    secrets = boto3.client("secretsmanager", region_name=REGION)
-    secret = secrets.create_secret(
-        Name="layercache-webhook", SecretString=stack.webhook_secret_value
-    )
-    stack.refs = {
-        **parameter_defaults(),
-        "ImageRepositoryName": stack.repository_name,
-        "SourceRepository": "octo-org/service",
-        "ImageRepository": stack.repository_name,
-        "ImageRepository.RepositoryUri": repository["repositoryUri"],
-        "BuildsTable": stack.table_name,
-        "ImageBuildProject": stack.project_name,
-        "WebhookSecret": secret["ARN"],
-    }
-    return stack
 
 
 @pytest.fixture

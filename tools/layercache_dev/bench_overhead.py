@@ -157,53 +157,25 @@ def webhook_latency(iterations: int) -> dict[str, Any]:
     import boto3
     from moto import mock_aws
 
+    from layercache_dev.embedded_aws import StackNames, deploy_stack
     from layercache_dev.github_events import (
-        LOCAL_WEBHOOK_SECRET,
         fake_sha,
         function_url_event,
         push_payload,
     )
-    from layercache_dev.template import (
-        create_table_arguments,
-        function_environment,
-        parameter_defaults,
-        resolve,
-    )
 
     with mock_aws():
         calls = _count_calls()
+        stack = deploy_stack(
+            lambda service: boto3.client(service, region_name=REGION),  # type: ignore[call-overload]
+            endpoint="",  # moto's in-process mock
+            parameters={"SourceRepository": "octo-org/service"},
+            names=StackNames(
+                "layercache-builds", "layercache-image-build", "team/service", "layercache-webhook"
+            ),
+        )
+        os.environ.update(stack.environment("GitHubWebhookFunction"))
         dynamodb = boto3.client("dynamodb", region_name=REGION)
-        dynamodb.create_table(**create_table_arguments("BuildsTable", "layercache-builds"))
-        repository = boto3.client("ecr", region_name=REGION).create_repository(
-            repositoryName="team/service"
-        )["repository"]
-        boto3.client("codebuild", region_name=REGION).create_project(
-            name="layercache-image-build",
-            source={"type": "GITHUB", "location": "https://github.com/octo-org/service.git"},
-            artifacts={"type": "NO_ARTIFACTS"},
-            environment={
-                "type": "LINUX_CONTAINER",
-                "image": "aws/codebuild/standard:7.0",
-                "computeType": "BUILD_GENERAL1_SMALL",
-                "privilegedMode": True,
-            },
-            serviceRole="arn:aws:iam::123456789012:role/layercache-build",
-        )
-        secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
-            Name="layercache-webhook", SecretString=LOCAL_WEBHOOK_SECRET
-        )
-        refs = {
-            **parameter_defaults(),
-            "ImageRepositoryName": "team/service",
-            "SourceRepository": "octo-org/service",
-            "ImageRepository": "team/service",
-            "ImageRepository.RepositoryUri": repository["repositoryUri"],
-            "BuildsTable": "layercache-builds",
-            "ImageBuildProject": "layercache-image-build",
-            "WebhookSecret": secret["ARN"],
-        }
-        for name, value in function_environment("GitHubWebhookFunction").items():
-            os.environ[name] = str(resolve(value, refs))
 
         from layercache.handlers.github_webhook import handler
 
@@ -231,7 +203,7 @@ def webhook_latency(iterations: int) -> dict[str, Any]:
             # next delivery finds no running build of the branch to supersede.
             build_id = json.loads(response["body"])["build_id"]
             dynamodb.update_item(
-                TableName="layercache-builds",
+                TableName=stack.table_name,
                 Key={"pk": {"S": f"BUILD#{build_id}"}},
                 UpdateExpression="SET #s = :s",
                 ExpressionAttributeNames={"#s": "status"},

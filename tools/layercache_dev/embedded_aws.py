@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,70 +147,84 @@ class EmbeddedAws:
         build_repository_uri: str,
         names: StackNames | None = None,
     ) -> Stack:
-        """Create the table, image repository, build project, webhook secret and topic.
+        """The stack's resources in this embedded AWS (see `deploy_stack`)."""
+        return deploy_stack(self.client, self.endpoint, parameters, names, build_repository_uri)
 
-        `parameters` override the template's parameter defaults. The project's image
-        repository URI is `build_repository_uri`: builds push to the local registry, which
-        stands in for the ECR repository's registry endpoint.
-        """
-        names = names or StackNames.from_env_json()
-        refs: dict[str, Any] = {
-            **parameter_defaults(),
-            **parameters,
-            "AWS::StackName": STACK_NAME,
-            "AWS::Region": REGION,
-            "AWS::AccountId": ACCOUNT,
+
+def deploy_stack(
+    client: Callable[[str], Any],
+    endpoint: str,
+    parameters: Mapping[str, Any],
+    names: StackNames | None = None,
+    build_repository_uri: str | None = None,
+) -> Stack:
+    """Create the table, image repository, build project, webhook secret and topic.
+
+    `client(service)` makes a boto3 client of the AWS to deploy into: the embedded
+    server, or moto's in-process mock (the tests, with `endpoint` empty). `parameters`
+    override the template's parameter defaults. The project's image repository URI is
+    `build_repository_uri` when builds push elsewhere (the demo's local registry), else
+    the created repository's.
+    """
+    names = names or StackNames.from_env_json()
+    refs: dict[str, Any] = {
+        **parameter_defaults(),
+        **parameters,
+        "AWS::StackName": STACK_NAME,
+        "AWS::Region": REGION,
+        "AWS::AccountId": ACCOUNT,
+    }
+    client("dynamodb").create_table(**create_table_arguments("BuildsTable", names.table))
+    repository = client("ecr").create_repository(
+        repositoryName=names.repository,
+        imageTagMutability="MUTABLE",
+        imageScanningConfiguration={"scanOnPush": True},
+    )["repository"]
+    secret = client("secretsmanager").create_secret(
+        Name=names.secret, SecretString=LOCAL_WEBHOOK_SECRET
+    )
+    topic = client("sns").create_topic(Name=names.topic)["TopicArn"]
+    refs.update(
+        {
+            "ImageRepositoryName": names.repository,
+            "ImageRepository": names.repository,
+            "ImageRepository.RepositoryUri": build_repository_uri or repository["repositoryUri"],
+            "ImageRepository.Arn": repository["repositoryArn"],
+            "BuildsTable": names.table,
+            "ImageBuildProject": names.project,
+            "WebhookSecret": secret["ARN"],
+            "BuildNotificationsTopic": topic,
+            "BuildDriverBundle": "(local: buildspecs/build_driver.py)",
         }
-        self.client("dynamodb").create_table(**create_table_arguments("BuildsTable", names.table))
-        repository = self.client("ecr").create_repository(
-            repositoryName=names.repository,
-            imageTagMutability="MUTABLE",
-            imageScanningConfiguration={"scanOnPush": True},
-        )["repository"]
-        secret = self.client("secretsmanager").create_secret(
-            Name=names.secret, SecretString=LOCAL_WEBHOOK_SECRET
-        )
-        topic = self.client("sns").create_topic(Name=names.topic)["TopicArn"]
-        refs.update(
-            {
-                "ImageRepositoryName": names.repository,
-                "ImageRepository": names.repository,
-                "ImageRepository.RepositoryUri": build_repository_uri,
-                "ImageRepository.Arn": repository["repositoryArn"],
-                "BuildsTable": names.table,
-                "ImageBuildProject": names.project,
-                "WebhookSecret": secret["ARN"],
-                "BuildNotificationsTopic": topic,
-                "BuildDriverBundle": "(local: buildspecs/build_driver.py)",
-            }
-        )
-        self._create_project(names.project, refs)
-        return Stack(names=names, endpoint=self.endpoint, refs=refs)
+    )
+    _create_project(client, names.project, refs)
+    return Stack(names=names, endpoint=endpoint, refs=refs)
 
-    def _create_project(self, name: str, refs: Mapping[str, Any]) -> None:
-        """The ImageBuildProject, from the template's Environment and Source."""
-        props = resource("ImageBuildProject")["Properties"]
-        environment = props["Environment"]
-        variables = [
-            {"name": v["Name"], "value": str(resolve(v["Value"], dict(refs))), "type": "PLAINTEXT"}
-            for v in environment["EnvironmentVariables"]
-        ]
-        self.client("codebuild").create_project(
-            name=name,
-            source={
-                "type": str(resolve(props["Source"]["Type"], dict(refs))),
-                "location": f"https://github.com/{refs['SourceRepository']}.git",
-                "gitCloneDepth": 1,
-                "buildspec": BUILDSPEC.read_text(),
-            },
-            artifacts={"type": "NO_ARTIFACTS"},
-            environment={
-                "type": environment["Type"],
-                "image": str(resolve(environment["Image"], dict(refs))),
-                "computeType": str(resolve(environment["ComputeType"], dict(refs))),
-                "privilegedMode": bool(environment["PrivilegedMode"]),
-                "environmentVariables": variables,
-            },
-            serviceRole=f"arn:aws:iam::{ACCOUNT}:role/{STACK_NAME}-BuildProjectRole",
-            timeoutInMinutes=int(resolve(props["TimeoutInMinutes"], dict(refs))),
-        )
+
+def _create_project(client: Callable[[str], Any], name: str, refs: Mapping[str, Any]) -> None:
+    """The ImageBuildProject, from the template's Environment and Source."""
+    props = resource("ImageBuildProject")["Properties"]
+    environment = props["Environment"]
+    variables = [
+        {"name": v["Name"], "value": str(resolve(v["Value"], dict(refs))), "type": "PLAINTEXT"}
+        for v in environment["EnvironmentVariables"]
+    ]
+    client("codebuild").create_project(
+        name=name,
+        source={
+            "type": str(resolve(props["Source"]["Type"], dict(refs))),
+            "location": f"https://github.com/{refs['SourceRepository']}.git",
+            "gitCloneDepth": 1,
+            "buildspec": BUILDSPEC.read_text(),
+        },
+        artifacts={"type": "NO_ARTIFACTS"},
+        environment={
+            "type": environment["Type"],
+            "image": str(resolve(environment["Image"], dict(refs))),
+            "computeType": str(resolve(environment["ComputeType"], dict(refs))),
+            "privilegedMode": bool(environment["PrivilegedMode"]),
+            "environmentVariables": variables,
+        },
+        serviceRole=f"arn:aws:iam::{ACCOUNT}:role/{STACK_NAME}-BuildProjectRole",
+        timeoutInMinutes=int(resolve(props["TimeoutInMinutes"], dict(refs))),
+    )

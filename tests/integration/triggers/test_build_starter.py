@@ -14,7 +14,7 @@ from botocore.stub import ANY, Stubber
 from layercache.build_records import BuildMode, Trigger
 from layercache.triggers.builds import BuildRequest, BuildStarter
 from layercache.triggers.store import BuildsStore
-from tests.integration.conftest import Stack
+from layercache_dev.embedded_aws import Stack
 
 from .conftest import table_items
 

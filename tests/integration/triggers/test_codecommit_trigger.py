@@ -13,8 +13,9 @@ from botocore.stub import Stubber
 from layercache.handlers import codecommit_trigger
 from layercache.triggers import wiring
 from layercache.triggers.settings import CodeCommitTriggerSettings
+from layercache_dev.embedded_aws import Stack
 from layercache_dev.lambda_context import FakeLambdaContext
-from tests.integration.conftest import RecordedCall, Stack
+from tests.integration.conftest import RecordedCall
 
 from .conftest import builds_started, sample, table_items, template_handler
 

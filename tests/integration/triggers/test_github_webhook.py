@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from layercache_dev.embedded_aws import Stack
 from layercache_dev.github_events import (
     LOCAL_WEBHOOK_SECRET,
     fake_sha,
@@ -15,7 +16,7 @@ from layercache_dev.github_events import (
 )
 from layercache_dev.lambda_context import FakeLambdaContext
 from tests.conftest import emitted_metrics
-from tests.integration.conftest import RecordedCall, Stack
+from tests.integration.conftest import RecordedCall
 
 from .conftest import builds_started, sample, table_items, template_handler
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from layercache_dev.embedded_aws import Stack
 from layercache_dev.lambda_context import FakeLambdaContext
-from tests.integration.conftest import RecordedCall, Stack
+from tests.integration.conftest import RecordedCall
 
 from .conftest import builds_started, sample, table_items, template_handler
 
