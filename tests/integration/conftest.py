@@ -33,6 +33,7 @@ def aws() -> Iterator[None]:
 @pytest.fixture
 def stack(aws: None) -> Stack:
     """The stack's resources in moto, created from template.yaml's own definitions."""
+
     def client(service: str) -> Any:
         return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
 
