@@ -1,22 +1,36 @@
-"""The items of BuildsTable and the keys that make its queries cheap.
+"""BuildsTable: the one module that knows its items, their keys and how they are written.
 
-One table holds three kinds of item, told apart by the prefix of `pk`:
+One table holds four kinds of item, told apart by the prefix of `pk`:
 
-- ``BUILD#<codebuild build id>``: one item per build. The trigger writes it when it
-  starts the build; the build recorder extends it as CodeBuild reports progress.
+- ``BUILD#<codebuild build id>``: one item per build (`BuildStart` is what the starter
+  writes; the build recorder extends the same item as CodeBuild reports progress).
   Queried through the indexes:
     ByBranch  (branch_key = "<image>#<branch>", requested_at) - latest builds of a branch
     ByCommit  (commit, requested_at)                          - the builds of a commit
     ByDay     (day = "YYYY-MM-DD", requested_at)              - builds of the last N days
-- ``CLAIM#<image>#<branch>#<what>``: the exactly-once claim of a build request, where
-  <what> is the commit (pushes) or ``nightly@<scheduled time>`` (scheduled rebuilds).
-- ``DELIVERY#<id>``: a webhook delivery already handled; expires after a week.
+- ``CLAIM#<image>#<branch>#<occasion>``: `Claim`, the exactly-once claim of one build
+  request, where <occasion> is the commit (pushes) or ``nightly@<scheduled time>``.
+- ``HEAD#<image>#<branch>``: `BranchHead`, the newest commit the branch is known to be
+  at, the commits known to be older, and what its moving tags were last published to.
+- ``DELIVERY#<id>``: kept only by older versions (expires); nothing writes it any more.
+
+`BuildsTable` is the adapter every writer and reader uses: typed records in, conditional
+writes that answer False instead of raising when their condition does not hold.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 
 class BuildMode(StrEnum):
@@ -61,10 +75,17 @@ ENV_COMMIT = "LAYERCACHE_COMMIT"
 ENV_TRIGGER = "LAYERCACHE_TRIGGER"
 ENV_MODE = "LAYERCACHE_MODE"
 ENV_REQUESTED_AT = "LAYERCACHE_REQUESTED_AT"
+# The request's place in its branch's order (see BranchHead) and its attempt's identity.
+ENV_SEQUENCE = "LAYERCACHE_SEQUENCE"
+ENV_REQUEST_ID = "LAYERCACHE_REQUEST_ID"
 
 INDEX_BY_BRANCH = "ByBranch"
 INDEX_BY_COMMIT = "ByCommit"
 INDEX_BY_DAY = "ByDay"
+
+# How many commits a branch head remembers as older than itself.
+HEAD_MEMORY = 64
+CLAIM_RETENTION = timedelta(days=90)
 
 
 def build_pk(build_id: str) -> str:
@@ -75,8 +96,8 @@ def claim_pk(image: str, branch: str, what: str) -> str:
     return f"CLAIM#{image}#{branch}#{what}"
 
 
-def delivery_pk(delivery_id: str) -> str:
-    return f"DELIVERY#{delivery_id}"
+def head_pk(image: str, branch: str) -> str:
+    return f"HEAD#{image}#{branch}"
 
 
 def branch_key(image: str, branch: str) -> str:
@@ -92,5 +113,449 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
 def day_of(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _text(item: Mapping[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _int(item: Mapping[str, Any], name: str, default: int = 0) -> int:
+    value = item.get(name)
+    return int(value) if value is not None else default
+
+
+# ---------------------------------------------------------------- records
+@dataclass(frozen=True)
+class BranchHead:
+    """Where one image's branch is, as far as the requests seen so far tell.
+
+    `sequence` counts the branch's forward moves; a request is placed in that order when
+    it is accepted (`ENV_SEQUENCE`). `older` holds commits known to precede `commit`.
+    The `published_*` fields say which build the moving tags point at: they only move to
+    a build whose (sequence, requested_at) is greater, so an older build never wins.
+    """
+
+    image: str
+    branch: str
+    commit: str | None = None
+    sequence: int = 0
+    pushed_at: str | None = None
+    older: tuple[str, ...] = ()
+    version: int = 0
+    published_sequence: int | None = None
+    published_requested_at: str | None = None
+    published_commit: str | None = None
+    published_digest: str | None = None
+    published_tags: tuple[str, ...] = ()
+
+    @property
+    def pk(self) -> str:
+        return head_pk(self.image, self.branch)
+
+    def knows_older(self, commit: str) -> bool:
+        return commit in self.older
+
+    def advanced_to(self, commit: str, before: str | None, pushed_at: str | None) -> BranchHead:
+        """This head moved forward to `commit` (the previous head and `before` are older)."""
+        remembered = [c for c in (self.commit, before) if c and c != commit and set(c) != {"0"}]
+        older = tuple(dict.fromkeys([*remembered, *self.older]))[:HEAD_MEMORY]
+        return replace(
+            self,
+            commit=commit,
+            sequence=self.sequence + 1,
+            pushed_at=pushed_at or self.pushed_at,
+            older=older,
+        )
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "pk": self.pk,
+            "image": self.image,
+            "branch": self.branch,
+            "sequence": self.sequence,
+            "older": list(self.older),
+            "version": self.version,
+        }
+        if self.commit:
+            item["head_commit"] = self.commit
+        if self.pushed_at:
+            item["pushed_at"] = self.pushed_at
+        return item
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> BranchHead:
+        published = item.get("published_sequence")
+        return cls(
+            image=str(item["image"]),
+            branch=str(item["branch"]),
+            commit=_text(item, "head_commit"),
+            sequence=_int(item, "sequence"),
+            pushed_at=_text(item, "pushed_at"),
+            older=tuple(item.get("older") or ()),
+            version=_int(item, "version"),
+            published_sequence=int(published) if published is not None else None,
+            published_requested_at=_text(item, "published_requested_at"),
+            published_commit=_text(item, "published_commit"),
+            published_digest=_text(item, "published_digest"),
+            published_tags=tuple(item.get("published_tags") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The claim on one build request: who may start its build, and what it started.
+
+    `attempt` counts builds of the request (a failed build's Redeliver is attempt 2) and
+    names the StartBuild idempotency token, so a retry of one attempt is the same call.
+    `lease_until` bounds how long an invocation that died after claiming blocks a retry.
+    """
+
+    pk: str
+    request_id: str
+    attempt: int
+    sequence: int
+    lease_until: datetime
+    version: int = 1
+    build_id: str | None = None
+    superseded_by: str | None = None
+    delivery_ids: tuple[str, ...] = ()
+
+    def leased(self, now: datetime) -> bool:
+        return self.build_id is None and now < self.lease_until
+
+    def to_item(self, now: datetime) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "pk": self.pk,
+            "request_id": self.request_id,
+            "attempt": self.attempt,
+            "claim_sequence": self.sequence,
+            "lease_until": timestamp(self.lease_until),
+            "version": self.version,
+            "expires_at": _epoch(now + CLAIM_RETENTION),
+        }
+        if self.build_id:
+            item["build_id"] = self.build_id
+        if self.superseded_by:
+            item["superseded_by"] = self.superseded_by
+        if self.delivery_ids:
+            item["delivery_ids"] = list(self.delivery_ids)
+        return item
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Claim:
+        return cls(
+            pk=str(item["pk"]),
+            request_id=str(item.get("request_id", "")),
+            attempt=_int(item, "attempt", 1),
+            sequence=_int(item, "claim_sequence"),
+            lease_until=parse_timestamp(str(item.get("lease_until", "1970-01-01T00:00:00Z"))),
+            version=_int(item, "version", 1),
+            build_id=_text(item, "build_id"),
+            superseded_by=_text(item, "superseded_by"),
+            delivery_ids=tuple(item.get("delivery_ids") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class BuildStart:
+    """What the starter knows of a build it started: the item's identity attributes."""
+
+    build_id: str
+    build_arn: str
+    build_number: int
+    image: str
+    branch: str
+    commit: str | None
+    trigger: Trigger
+    mode: BuildMode
+    requested_at: datetime
+    source_version: str
+    claim_pk: str
+    sequence: int
+    status: str = BuildStatus.IN_PROGRESS.value
+
+    def identity(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "build_id": self.build_id,
+            "build_arn": self.build_arn,
+            "build_number": self.build_number,
+            "image": self.image,
+            "branch": self.branch,
+            "branch_key": branch_key(self.image, self.branch),
+            "trigger": self.trigger.value,
+            "mode": self.mode.value,
+            "requested_at": timestamp(self.requested_at),
+            "day": day_of(self.requested_at),
+            "claim_pk": self.claim_pk,
+            "sequence": self.sequence,
+        }
+        if self.commit:  # absent, not empty: `commit` is the ByCommit index key
+            fields["commit"] = self.commit
+        return fields
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    """A build item as the starter reads it back to decide what to supersede."""
+
+    build_id: str
+    commit: str | None
+    sequence: int | None
+    status: BuildStatus
+    claim_pk: str | None
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> BuildSummary:
+        sequence = item.get("sequence")
+        status = _text(item, "status") or BuildStatus.IN_PROGRESS.value
+        return cls(
+            build_id=str(item.get("build_id", "")),
+            commit=_text(item, "commit"),
+            sequence=int(sequence) if sequence is not None else None,
+            status=BuildStatus(status) if status in set(BuildStatus) else BuildStatus.IN_PROGRESS,
+            claim_pk=_text(item, "claim_pk"),
+        )
+
+
+# ---------------------------------------------------------------- the adapter
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def to_attribute_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _serializer.serialize(value) for name, value in values.items()}
+
+
+def from_attribute_values(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
+def is_conditional_failure(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """`applied` is False when the condition refused the write; `item` is then the old one."""
+
+    applied: bool
+    item: dict[str, Any] = field(default_factory=dict)
+
+
+class BuildsTable:
+    """Typed, conditional access to BuildsTable; every caller goes through this."""
+
+    def __init__(self, table_name: str, client: DynamoDBClient) -> None:
+        self.table_name = table_name
+        self.client = client
+
+    # ------------------------------------------------------------ primitives
+    def get(self, pk: str) -> dict[str, Any] | None:
+        item = self.client.get_item(
+            TableName=self.table_name, Key={"pk": {"S": pk}}, ConsistentRead=True
+        ).get("Item")
+        return from_attribute_values(item) if item is not None else None
+
+    def put_if(
+        self,
+        item: Mapping[str, Any],
+        condition: str,
+        values: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Put `item` if `condition` holds; False (not an error) when it does not."""
+        arguments: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Item": to_attribute_values(item),
+            "ConditionExpression": condition,
+        }
+        if values:
+            arguments["ExpressionAttributeValues"] = to_attribute_values(values)
+        try:
+            self.client.put_item(**arguments)
+        except ClientError as error:
+            if is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def update(
+        self,
+        pk: str,
+        expression: str,
+        *,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+        condition: str | None = None,
+    ) -> WriteResult:
+        """One UpdateItem; the new item when applied, the old one when refused."""
+        arguments: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"pk": {"S": pk}},
+            "UpdateExpression": expression,
+            "ReturnValues": "ALL_NEW",
+        }
+        if names:
+            arguments["ExpressionAttributeNames"] = dict(names)
+        if values:
+            arguments["ExpressionAttributeValues"] = to_attribute_values(values)
+        if condition:
+            arguments["ConditionExpression"] = condition
+            arguments["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        try:
+            response = self.client.update_item(**arguments)
+        except ClientError as error:
+            if is_conditional_failure(error):
+                old: Mapping[str, Any] = error.response.get("Item") or {}  # type: ignore[assignment]
+                return WriteResult(False, from_attribute_values(old))
+            raise
+        return WriteResult(True, from_attribute_values(response.get("Attributes", {})))
+
+    def set_fields(
+        self,
+        pk: str,
+        fields: Mapping[str, Any],
+        *,
+        if_not_exists: Sequence[str] = (),
+        condition: str | None = None,
+        condition_values: Mapping[str, Any] | None = None,
+    ) -> WriteResult:
+        """SET each of `fields` (those named in `if_not_exists` only where still absent)."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = dict(condition_values or {})
+        clauses = []
+        for index, (name, value) in enumerate(fields.items()):
+            names[f"#f{index}"] = name
+            values[f":f{index}"] = value
+            if name in if_not_exists:
+                clauses.append(f"#f{index} = if_not_exists(#f{index}, :f{index})")
+            else:
+                clauses.append(f"#f{index} = :f{index}")
+        return self.update(
+            pk, "SET " + ", ".join(clauses), names=names, values=values, condition=condition
+        )
+
+    def query_index(
+        self, index: str, key_name: str, key_value: str, *, limit: int, newest_first: bool = True
+    ) -> list[dict[str, Any]]:
+        response = self.client.query(
+            TableName=self.table_name,
+            IndexName=index,
+            KeyConditionExpression="#key = :key",
+            ExpressionAttributeNames={"#key": key_name},
+            ExpressionAttributeValues={":key": {"S": key_value}},
+            ScanIndexForward=not newest_first,
+            Limit=limit,
+        )
+        return [from_attribute_values(item) for item in response.get("Items", [])]
+
+    # ------------------------------------------------------------ branch heads
+    def branch_head(self, image: str, branch: str) -> BranchHead | None:
+        item = self.get(head_pk(image, branch))
+        if item is None or "image" not in item:
+            return None
+        return BranchHead.from_item(item)
+
+    def save_branch_head(self, head: BranchHead) -> bool:
+        """Write `head` if nobody moved the branch since it was read (its `version`)."""
+        fields = head.to_item()
+        fields.pop("pk")
+        fields["version"] = head.version + 1
+        condition = (
+            "attribute_not_exists(version)" if head.version == 0 else "version = :read_version"
+        )
+        result = self.set_fields(
+            head.pk,
+            fields,
+            condition=condition,
+            condition_values={":read_version": head.version} if head.version else None,
+        )
+        return result.applied
+
+    def publish(
+        self,
+        image: str,
+        branch: str,
+        *,
+        sequence: int,
+        requested_at: str,
+        commit: str,
+        digest: str,
+        tags: Sequence[str],
+    ) -> WriteResult:
+        """Point the branch's moving tags at this build, only if no newer build holds them.
+
+        Newer means a greater (sequence, requested_at); a commit the head knows to be
+        older never publishes. The same build again is allowed (a retried publication).
+        """
+        return self.update(
+            head_pk(image, branch),
+            "SET image = if_not_exists(image, :image), branch = if_not_exists(branch, :branch),"
+            " published_sequence = :sequence, published_requested_at = :requested_at,"
+            " published_commit = :commit, published_digest = :digest, published_tags = :tags",
+            values={
+                ":image": image,
+                ":branch": branch,
+                ":sequence": sequence,
+                ":requested_at": requested_at,
+                ":commit": commit,
+                ":digest": digest,
+                ":tags": list(tags),
+            },
+            condition=(
+                "(attribute_not_exists(older) OR NOT contains(older, :commit)) AND"
+                " (attribute_not_exists(published_sequence) OR published_sequence < :sequence"
+                " OR (published_sequence = :sequence"
+                " AND published_requested_at <= :requested_at))"
+            ),
+        )
+
+    # ------------------------------------------------------------ claims
+    def claim(self, pk: str) -> Claim | None:
+        item = self.get(pk)
+        return Claim.from_item(item) if item is not None else None
+
+    def create_claim(self, claim: Claim, now: datetime) -> bool:
+        return self.put_if(claim.to_item(now), "attribute_not_exists(pk)")
+
+    def replace_claim(self, previous: Claim, claim: Claim, now: datetime) -> bool:
+        """Write `claim` over `previous` if nobody changed it since it was read."""
+        return self.put_if(claim.to_item(now), "version = :version", {":version": previous.version})
+
+    def mark_claim_superseded(self, pk: str, by_build: str) -> None:
+        self.update(
+            pk,
+            "SET superseded_by = :by",
+            values={":by": by_build},
+            condition="attribute_exists(pk)",
+        )
+
+    # ------------------------------------------------------------ builds
+    def record_build_start(self, start: BuildStart) -> None:
+        """Write the build's identity. Upsert: the recorder may have written the item first.
+
+        The recorder's status and the commit CodeBuild resolved win over the starter's.
+        """
+        fields = start.identity()
+        fields["source_version"] = start.source_version
+        fields["status"] = start.status
+        self.set_fields(
+            build_pk(start.build_id), fields, if_not_exists=("source_version", "status")
+        )
+
+    def recent_builds_of_branch(self, image: str, branch: str, limit: int) -> list[BuildSummary]:
+        """The branch's newest build items, newest first (eventually consistent)."""
+        items = self.query_index(
+            INDEX_BY_BRANCH, "branch_key", branch_key(image, branch), limit=limit
+        )
+        return [BuildSummary.from_item(item) for item in items if "build_id" in item]

@@ -62,6 +62,7 @@ class StackNames:
     repository: str
     secret: str
     topic: str = "layercache-build-notifications"
+    queue: str = "layercache-build-requests.fifo"
 
     @classmethod
     def from_env_json(cls, path: Path = ENV_JSON) -> StackNames:
@@ -72,6 +73,7 @@ class StackNames:
             repository=env["Parameters"]["IMAGE_REPOSITORY_NAME"],
             secret=env["GitHubWebhookFunction"]["WEBHOOK_SECRET_ARN"],
             topic=env["BuildRecorderFunction"]["BUILD_NOTIFICATIONS_TOPIC_ARN"].rsplit(":", 1)[1],
+            queue=env["Parameters"]["BUILD_REQUEST_QUEUE_URL"].rsplit("/", 1)[1],
         )
 
 
@@ -94,6 +96,14 @@ class Stack:
     @property
     def repository_name(self) -> str:
         return self.names.repository
+
+    @property
+    def queue_url(self) -> str:
+        return str(self.refs["BuildRequestQueue"])
+
+    @property
+    def failure_queue_url(self) -> str:
+        return str(self.refs["BuildRequestFailureQueue"])
 
     def environment(self, logical_id: str, **overrides: str) -> dict[str, str]:
         """The environment template.yaml gives `logical_id`, resolved, aimed at this AWS."""
@@ -184,6 +194,7 @@ def deploy_stack(
         Name=names.secret, SecretString=LOCAL_WEBHOOK_SECRET
     )
     topic = client("sns").create_topic(Name=names.topic)["TopicArn"]
+    queues = _create_request_queues(client, names.queue)
     refs.update(
         {
             "ImageRepositoryName": names.repository,
@@ -194,11 +205,57 @@ def deploy_stack(
             "ImageBuildProject": names.project,
             "WebhookSecret": secret["ARN"],
             "BuildNotificationsTopic": topic,
+            **queues,
             "BuildDriverBundle": "(local: buildspecs/build_driver.py)",
         }
     )
     _create_project(client, names.project, refs)
     return Stack(names=names, endpoint=endpoint, refs=refs)
+
+
+def _create_request_queues(client: Callable[[str], Any], name: str) -> dict[str, str]:
+    """BuildRequestQueue and its failure queue, with the template's FIFO and redrive settings."""
+    sqs = client("sqs")
+    failure_props = resource("BuildRequestFailureQueue")["Properties"]
+    failure_url = sqs.create_queue(
+        QueueName=name.removesuffix(".fifo") + "-failed.fifo",
+        Attributes={"FifoQueue": "true", **_queue_attributes(failure_props)},
+    )["QueueUrl"]
+    failure_arn = sqs.get_queue_attributes(QueueUrl=failure_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    props = resource("BuildRequestQueue")["Properties"]
+    redrive = props["RedrivePolicy"]
+    url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "FifoQueue": "true",
+            **_queue_attributes(props),
+            "RedrivePolicy": json.dumps(
+                {
+                    "deadLetterTargetArn": failure_arn,
+                    "maxReceiveCount": str(redrive["maxReceiveCount"]),
+                }
+            ),
+        },
+    )["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return {
+        "BuildRequestQueue": url,
+        "BuildRequestQueue.Arn": arn,
+        "BuildRequestFailureQueue": failure_url,
+        "BuildRequestFailureQueue.Arn": failure_arn,
+    }
+
+
+def _queue_attributes(props: Mapping[str, Any]) -> dict[str, str]:
+    names = {
+        "VisibilityTimeout": "VisibilityTimeout",
+        "MessageRetentionPeriod": "MessageRetentionPeriod",
+    }
+    return {attribute: str(props[key]) for key, attribute in names.items() if key in props}
 
 
 def _create_project(client: Callable[[str], Any], name: str, refs: Mapping[str, Any]) -> None:

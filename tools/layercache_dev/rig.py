@@ -83,6 +83,14 @@ BuilderKind = Literal["remote", "docker"]
 PHASES = ("install", "pre_build", "build", "post_build")
 _BLOB_URI = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
 _UPLOAD_DIGEST = re.compile(r"[?&]digest=sha256%3A(?P<hex>[0-9a-f]{64})")
+MANIFEST_ACCEPT = ",".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
 
 
 class RigError(RuntimeError):
@@ -319,31 +327,61 @@ class Registry:
     # -- API calls the tests use
 
     def request(
-        self, method: str, path: str, accept: str = ""
+        self,
+        method: str,
+        path: str,
+        accept: str = "",
+        *,
+        body: bytes | None = None,
+        content_type: str = "",
     ) -> tuple[int, bytes, dict[str, str]]:
         """One HTTP request to the registry API (plain HTTP on loopback)."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         headers = {"Accept": accept} if accept else {}
-        connection.request(method, path, headers=headers)
+        if content_type:
+            headers["Content-Type"] = content_type
+        connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         body = response.read()
         connection.close()
         return response.status, body, {k.lower(): v for k, v in response.getheaders()}
 
     def manifest(self, repository: str, reference: str) -> dict[str, Any] | None:
-        accept = ",".join(
-            [
-                "application/vnd.oci.image.index.v1+json",
-                "application/vnd.oci.image.manifest.v1+json",
-                "application/vnd.docker.distribution.manifest.v2+json",
-                "application/vnd.docker.distribution.manifest.list.v2+json",
-            ]
+        status, body, _ = self.request(
+            "GET", f"/v2/{repository}/manifests/{reference}", MANIFEST_ACCEPT
         )
-        status, body, _ = self.request("GET", f"/v2/{repository}/manifests/{reference}", accept)
         if status != 200:
             return None
         document: dict[str, Any] = json.loads(body)
         return document
+
+    def digest(self, repository: str, reference: str) -> str | None:
+        """The digest of the manifest a tag (or digest) names, or None if there is none."""
+        status, _, headers = self.request(
+            "HEAD", f"/v2/{repository}/manifests/{reference}", MANIFEST_ACCEPT
+        )
+        return headers.get("docker-content-digest") if status == 200 else None
+
+    def move_tag(self, repository: str, tag: str, digest: str) -> str:
+        """Point `tag` at the manifest `digest`, as the build recorder moves a moving tag.
+
+        The manifest's bytes are put again, unchanged, under the tag (what ECR's PutImage
+        with the BatchGetImage manifest does), so the tag names the very same digest.
+        """
+        status, body, headers = self.request(
+            "GET", f"/v2/{repository}/manifests/{digest}", MANIFEST_ACCEPT
+        )
+        if status != 200:
+            raise RigError(f"no manifest {repository}@{digest} ({status})")
+        status, answer, put = self.request(
+            "PUT",
+            f"/v2/{repository}/manifests/{tag}",
+            body=body,
+            content_type=headers["content-type"],
+        )
+        if status != 201:
+            raise RigError(f"PUT {repository}:{tag} failed ({status}): {answer[:300]!r}")
+        return put["docker-content-digest"]
 
     def tags(self, repository: str) -> list[str]:
         status, body, _ = self.request("GET", f"/v2/{repository}/tags/list")

@@ -11,9 +11,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
+from layercache import aws
+from layercache.build_records import BuildsTable
+from layercache.github_token import SecretToken
 from layercache.recording.events import BuildStateChangeEvent
-from layercache.recording.github import GitHubStatusClient, SecretToken
+from layercache.recording.github import GitHubStatusClient
 from layercache.recording.notify import SnsNotifier
+from layercache.recording.publish import TagPublisher
 from layercache.recording.service import BuildRecorder
 from layercache.recording.settings import RecorderSettings
 from layercache.recording.store import BuildRecordStore
@@ -35,11 +39,13 @@ def default_service() -> tuple[RecorderSettings, BuildRecorder]:
         if settings.build_notifications_topic_arn
         else None
     )
+    table = BuildsTable(settings.builds_table_name, aws.client("dynamodb"))
     recorder = BuildRecorder(
         image=settings.image_repository_name,
-        store=BuildRecordStore(settings.builds_table_name),
+        store=BuildRecordStore(table),
         notifier=notifier,
         github=github,
+        publisher=TagPublisher(table, aws.client("ecr"), settings.image_repository_name),
     )
     return settings, recorder
 
@@ -72,6 +78,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         status=outcome.status.value,
         notified=outcome.notified,
         commit_status_posted=outcome.status_posted,
+        tags_published=outcome.publication.tags if outcome.publication else (),
     )
     return {
         "recorded": outcome.recorded,
@@ -79,4 +86,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "status": outcome.status.value,
         "notified": outcome.notified,
         "commit_status_posted": outcome.status_posted,
+        "tags_published": list(outcome.publication.tags) if outcome.publication else [],
     }

@@ -1,4 +1,4 @@
-"""CodeCommitTriggerFunction: a branch update from EventBridge starts a build."""
+"""CodeCommitTriggerFunction: a branch update from EventBridge becomes a build request."""
 
 from __future__ import annotations
 
@@ -32,16 +32,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.warning("Rejected malformed event", extra={"error": str(error)[:500]})
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         return {"build": False, "reason": "malformed event"}
-    result = codecommit_trigger_service().handle(update.detail)
-    outcome = result.outcome
-    if outcome is not None and outcome.started:
-        metrics.add_metric(name="BuildsStarted", unit=MetricUnit.Count, value=1)
-        if outcome.superseded:
-            metrics.add_metric(
-                name="BuildsSuperseded", unit=MetricUnit.Count, value=len(outcome.superseded)
-            )
+    result = codecommit_trigger_service().handle(update.detail, pushed_at=update.time)
+    if result.request_id and result.decision.build:
+        metrics.add_metric(name="BuildsRequested", unit=MetricUnit.Count, value=1)
     return {
         "build": result.decision.build,
-        "reason": outcome.reason if outcome else result.decision.reason,
-        "build_id": outcome.build_id if outcome else None,
+        "reason": result.decision.reason,
+        "request_id": result.request_id,
     }

@@ -1,4 +1,5 @@
-"""GitHubWebhookFunction: a signed GitHub delivery in, a build (or a clear refusal) out."""
+"""GitHubWebhookFunction: a signed GitHub delivery in, a build request handed on (or a clear
+refusal) out, answered without waiting on CodeBuild."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if response.rejected_because:
         metrics.add_dimension(name="Reason", value=response.rejected_because)
         metrics.add_metric(name="DeliveriesRejected", unit=MetricUnit.Count, value=1)
-    if response.build_id:
+    if response.request_id:
         metrics.add_dimension(name="Trigger", value="github")
-        metrics.add_metric(name="BuildsStarted", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="BuildsRequested", unit=MetricUnit.Count, value=1)
     return response.to_function_url()

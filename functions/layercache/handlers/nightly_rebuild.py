@@ -1,4 +1,4 @@
-"""NightlyRebuildFunction: EventBridge Scheduler's nightly run starts a refresh per branch."""
+"""NightlyRebuildFunction: EventBridge Scheduler's nightly run requests a refresh per branch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from layercache.triggers.models import NightlyRebuildRequest
-from layercache.triggers.nightly import start_rebuilds
+from layercache.triggers.nightly import request_rebuilds
 from layercache.triggers.wiring import nightly_rebuild_service
 
 logger = Logger()
@@ -30,22 +30,22 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         return {"builds": [], "reason": "malformed request"}
     logger.set_correlation_id(request.execution_id or context.aws_request_id)
-    settings, starter = nightly_rebuild_service()
-    rebuilds = start_rebuilds(request, settings, starter)
-    metrics.add_dimension(name="Trigger", value="nightly")
+    settings, queue = nightly_rebuild_service()
+    rebuilds = request_rebuilds(request, settings, queue)
+    metrics.add_dimension(name="Trigger", value="manual" if request.manual else "nightly")
     metrics.add_metric(
-        name="BuildsStarted",
+        name="BuildsRequested",
         unit=MetricUnit.Count,
-        value=sum(1 for rebuild in rebuilds if rebuild.outcome.started),
+        value=sum(1 for rebuild in rebuilds if rebuild.request_id),
     )
     return {
         "mode": request.mode.value,
         "builds": [
             {
                 "branch": rebuild.branch,
-                "started": rebuild.outcome.started,
-                "build_id": rebuild.outcome.build_id,
-                "reason": rebuild.outcome.reason,
+                "requested": rebuild.request_id is not None,
+                "request_id": rebuild.request_id,
+                "reason": rebuild.reason,
             }
             for rebuild in rebuilds
         ],

@@ -15,6 +15,8 @@ from layercache.build_records import BuildStatus
 # Variables the buildspec exports (`exported-variables`); each one is optional.
 EXPORTED_IMAGE_DIGEST = "LAYERCACHE_IMAGE_DIGEST"
 EXPORTED_IMAGE_TAGS = "LAYERCACHE_IMAGE_TAGS"
+# The moving tags (`<branch>`, `latest`) the build did not push: the recorder publishes them.
+EXPORTED_MOVING_TAGS = "LAYERCACHE_MOVING_TAGS"
 EXPORTED_CACHE_HIT_RATIO = "LAYERCACHE_CACHE_HIT_RATIO"
 EXPORTED_CACHE_REF_HIT = "LAYERCACHE_CACHE_REF_HIT"
 EXPORTED_BUILD_SECONDS = "LAYERCACHE_BUILD_SECONDS"
@@ -40,6 +42,7 @@ class BuildOutputs:
 
     image_digest: str | None = None
     image_tags: tuple[str, ...] = ()
+    moving_tags: tuple[str, ...] = ()
     cache_hit_ratio: Decimal | None = None
     cache_ref_hit: str | None = None
     build_seconds: Decimal | None = None
@@ -133,17 +136,19 @@ def parse_outputs(exported: Mapping[str, str]) -> BuildOutputs:
         ratio = None
     build_seconds = _decimal(exported.get(EXPORTED_BUILD_SECONDS))
     push_seconds = _decimal(exported.get(EXPORTED_PUSH_SECONDS))
-    tags = tuple(
-        tag.strip() for tag in exported.get(EXPORTED_IMAGE_TAGS, "").split(",") if tag.strip()
-    )
     return BuildOutputs(
         image_digest=exported.get(EXPORTED_IMAGE_DIGEST, "").strip() or None,
-        image_tags=tags,
+        image_tags=_tags(exported.get(EXPORTED_IMAGE_TAGS, "")),
+        moving_tags=_tags(exported.get(EXPORTED_MOVING_TAGS, "")),
         cache_hit_ratio=ratio,
         cache_ref_hit=exported.get(EXPORTED_CACHE_REF_HIT, "").strip() or None,
         build_seconds=build_seconds if build_seconds is None or build_seconds >= 0 else None,
         push_seconds=push_seconds if push_seconds is None or push_seconds >= 0 else None,
     )
+
+
+def _tags(text: str) -> tuple[str, ...]:
+    return tuple(tag.strip() for tag in text.split(",") if tag.strip())
 
 
 def _utc(moment: Any) -> datetime | None:

@@ -21,12 +21,11 @@ from urllib.parse import quote, urlsplit
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from layercache import aws
 from layercache.build_records import BuildStatus
 from layercache.recording.build import seconds_text
 
 if TYPE_CHECKING:
-    from mypy_boto3_secretsmanager import SecretsManagerClient
+    pass
 
 logger = Logger(child=True)
 
@@ -119,30 +118,6 @@ def retry_delay(
     if status is None or status >= 500:
         return min(backoff, policy.max_delay)
     return None
-
-
-class SecretToken:
-    """The GitHub token from Secrets Manager, read once per container.
-
-    The secret holds the token itself, or JSON with a "token" key.
-    """
-
-    def __init__(self, secret_arn: str, client: SecretsManagerClient | None = None) -> None:
-        self.secret_arn = secret_arn
-        self.client: SecretsManagerClient = client or aws.client("secretsmanager")
-        self._token: str | None = None
-
-    def __call__(self) -> str:
-        if self._token is None:
-            text = self.client.get_secret_value(SecretId=self.secret_arn)["SecretString"].strip()
-            token = text
-            if text.startswith("{"):
-                token = str(json.loads(text).get("token", ""))
-            self._token = token
-        return self._token
-
-    def forget(self) -> None:
-        self._token = None
 
 
 class GitHubStatusClient:

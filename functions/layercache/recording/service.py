@@ -17,6 +17,7 @@ from layercache.recording.github import GitHubStatusClient, commit_status_for
 from layercache.recording.items import record_update
 from layercache.recording.metrics import MetricPoint, metric_dimensions, metric_points
 from layercache.recording.notify import SnsNotifier, failure_notification
+from layercache.recording.publish import Publication, TagPublisher
 from layercache.recording.store import BuildRecordStore
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class Outcome:
     recorded: bool  # False: a duplicate or late event, nothing changed
     notified: bool = False
     status_posted: bool = False
+    publication: Publication | None = None
     record: dict[str, Any] = field(default_factory=dict)
     metrics: tuple[MetricPoint, ...] = ()
     dimensions: dict[str, str] = field(default_factory=dict)
@@ -45,6 +47,7 @@ class BuildRecorder:
         codebuild: CodeBuildClient | None = None,
         notifier: SnsNotifier | None = None,
         github: GitHubStatusClient | None = None,
+        publisher: TagPublisher | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.image = image
@@ -52,6 +55,7 @@ class BuildRecorder:
         self.codebuild: CodeBuildClient = codebuild or aws.client("codebuild")
         self.notifier = notifier
         self.github = github
+        self.publisher = publisher
         self.clock = clock
 
     def complete(self, facts: BuildFacts) -> BuildFacts:
@@ -77,7 +81,11 @@ class BuildRecorder:
             )
             return Outcome(facts.build_id, facts.status, recorded=False, record=result.item)
         record = result.item
-        # The record is written: what follows may fail without losing it.
+        # The record is written: what follows may fail without losing it (a retry of this
+        # event runs it again until `reported_at` is set, see items.py).
+        publication = None
+        if facts.status is BuildStatus.SUCCEEDED and self.publisher is not None:
+            publication = self.publisher.publish(record, facts)
         notified = False
         notification = failure_notification(record, facts.status)
         if notification is not None and self.notifier is not None:
@@ -95,6 +103,7 @@ class BuildRecorder:
             recorded=True,
             notified=notified,
             status_posted=status_posted,
+            publication=publication,
             record=record,
             metrics=tuple(metric_points(record, facts.status)),
             dimensions=metric_dimensions(record),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools import Logger
 
 from layercache.build_records import Trigger, utc_now
-from layercache.triggers.builds import BuildRequest, BuildStarter, StartOutcome
+from layercache.build_requests import BuildRequest, BuildRequestQueue
 from layercache.triggers.decisions import Decision, PushFacts, branch_of, decide_push
 from layercache.triggers.models import CodeCommitReferenceDetail
 from layercache.triggers.settings import CodeCommitTriggerSettings
@@ -54,7 +54,8 @@ class CodeCommitChanges:
 @dataclass(frozen=True)
 class TriggerResult:
     decision: Decision
-    outcome: StartOutcome | None = None
+    # The hand-over's message id, when the push was handed on to the starter.
+    request_id: str | None = None
 
 
 class CodeCommitTriggerService:
@@ -62,15 +63,18 @@ class CodeCommitTriggerService:
         self,
         settings: CodeCommitTriggerSettings,
         changes: CodeCommitChanges,
-        starter: BuildStarter,
+        queue: BuildRequestQueue,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
         self.changes = changes
-        self.starter = starter
+        self.queue = queue
         self.clock = clock
 
-    def handle(self, detail: CodeCommitReferenceDetail) -> TriggerResult:
+    def handle(
+        self, detail: CodeCommitReferenceDetail, pushed_at: datetime | None = None
+    ) -> TriggerResult:
+        """Decide on one branch update and hand it on; `pushed_at` is the event's time."""
         repository = self.settings.source_repository
         if repository and detail.repository_name != repository:
             return TriggerResult(Decision(False, f"event of repository {detail.repository_name}"))
@@ -97,13 +101,16 @@ class CodeCommitTriggerService:
         )
         decision = decide_push(facts, policy)
         logger.info("Push decision", extra={"build": decision.build, "reason": decision.reason})
-        if not decision.build:
-            return TriggerResult(decision)
+        # Handed on even without a build: it moves the branch the starter orders by.
         request = BuildRequest.for_push(
-            self.settings.image_repository_name,
-            branch,
-            detail.commit_id,
-            Trigger.CODECOMMIT,
-            self.clock(),
+            image=self.settings.image_repository_name,
+            branch=branch,
+            commit=detail.commit_id,
+            before=detail.old_commit_id,
+            trigger=Trigger.CODECOMMIT,
+            requested_at=self.clock(),
+            pushed_at=pushed_at,
+            build=decision.build,
+            reason=decision.reason,
         )
-        return TriggerResult(decision, self.starter.start(request))
+        return TriggerResult(decision, self.queue.send(request))

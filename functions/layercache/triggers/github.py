@@ -15,14 +15,17 @@ from aws_lambda_powertools.utilities.parser.models import LambdaFunctionUrlModel
 from pydantic import ValidationError
 
 from layercache.build_records import Trigger, utc_now
-from layercache.triggers.builds import BuildRequest, BuildStarter
+from layercache.build_requests import BuildRequest, BuildRequestQueue
 from layercache.triggers.decisions import branch_of, decide_push
 from layercache.triggers.models import GitHubPushEvent
 from layercache.triggers.settings import GitHubWebhookSettings
 from layercache.triggers.signature import is_valid_signature
-from layercache.triggers.store import BuildsStore
 
 logger = Logger(child=True)
+
+
+class SecretUnavailable(Exception):
+    """The webhook secret can't be read (Secrets Manager down) and none is remembered."""
 
 
 @dataclass(frozen=True)
@@ -63,14 +66,15 @@ class WebhookDelivery:
 class WebhookResponse:
     status: int
     message: str
-    build_id: str | None = None
+    # The hand-over's message id: what to look for in the starter's logs.
+    request_id: str | None = None
     # Why a delivery was refused (401/400), for the DeliveriesRejected metric.
     rejected_because: str | None = None
 
     def to_function_url(self) -> dict[str, Any]:
         body: dict[str, Any] = {"message": self.message}
-        if self.build_id:
-            body["build_id"] = self.build_id
+        if self.request_id:
+            body["request_id"] = self.request_id
         return {
             "statusCode": self.status,
             "headers": {"content-type": "application/json"},
@@ -79,22 +83,27 @@ class WebhookResponse:
 
 
 class GitHubWebhookService:
+    """Verify, decide, hand on: nothing here waits on CodeBuild."""
+
     def __init__(
         self,
         settings: GitHubWebhookSettings,
         secret: Callable[[], bytes],
-        store: BuildsStore,
-        starter: BuildStarter,
+        queue: BuildRequestQueue,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
         self.secret = secret
-        self.store = store
-        self.starter = starter
+        self.queue = queue
         self.clock = clock
 
     def handle(self, delivery: WebhookDelivery) -> WebhookResponse:
-        if not is_valid_signature(self.secret(), delivery.body, delivery.signature):
+        try:
+            secret = self.secret()
+        except SecretUnavailable:
+            # Nothing was recorded: GitHub's Redeliver will work once the secret is back.
+            return WebhookResponse(503, "webhook secret unavailable; redeliver later")
+        if not is_valid_signature(secret, delivery.body, delivery.signature):
             return WebhookResponse(401, "invalid signature", rejected_because="signature")
         if delivery.event_type == "ping":
             return WebhookResponse(200, "pong")
@@ -115,22 +124,28 @@ class GitHubWebhookService:
         repository = self.settings.source_repository
         if repository and push.repository.full_name.lower() != repository.lower():
             return WebhookResponse(202, f"ignored: push to {push.repository.full_name}")
-        decision = decide_push(push.facts(), self.settings.push_policy())
+        policy = self.settings.push_policy()
+        decision = decide_push(push.facts(), policy)
         logger.info("Push decision", extra={"build": decision.build, "reason": decision.reason})
         branch = branch_of(push.ref)
-        if not decision.build or branch is None:
+        if branch is None or push.deleted or branch not in policy.watched_branches:
             return WebhookResponse(202, f"no build: {decision.reason}")
-        if not self.store.claim_delivery(delivery_id, self.clock()):
-            return WebhookResponse(200, "duplicate delivery: already handled")
+        # Every push of a watched branch is handed on, built or not: it moves the
+        # branch, and the starter orders later pushes by it.
         request = BuildRequest.for_push(
-            self.settings.image_repository_name, branch, push.after, Trigger.GITHUB, self.clock()
+            image=self.settings.image_repository_name,
+            branch=branch,
+            commit=push.after,
+            before=push.before,
+            trigger=Trigger.GITHUB,
+            requested_at=self.clock(),
+            pushed_at=push.pushed_time(),
+            build=decision.build,
+            reason=decision.reason,
+            delivery_id=delivery_id,
         )
-        try:
-            outcome = self.starter.start(request)
-        except Exception:
-            # Let GitHub's redelivery (or a manual one) try again.
-            self.store.release_delivery(delivery_id)
-            raise
-        if not outcome.started:
-            return WebhookResponse(200, f"no new build: {outcome.reason}")
-        return WebhookResponse(201, "build started", build_id=outcome.build_id)
+        message_id = self.queue.send(request)
+        logger.info("Build request handed on", extra={"message_id": message_id})
+        if not decision.build:
+            return WebhookResponse(202, f"no build: {decision.reason}")
+        return WebhookResponse(202, "build requested", request_id=message_id)

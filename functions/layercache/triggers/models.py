@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from layercache.build_records import BuildMode
 from layercache.triggers.decisions import PushFacts
 
-# GitHub's push payload lists at most this many commits; with that many, some may be missing.
-GITHUB_MAX_LISTED_COMMITS = 20
+# A push delivery lists at most this many commits, and at most this many changed files
+# per commit: at either limit the payload may be cut, and the changed files are unknown.
+# (GitHub's 20-commit cap applies to timeline events, not to webhook deliveries.)
+GITHUB_MAX_LISTED_COMMITS = 2048
+GITHUB_MAX_FILES_PER_COMMIT = 3000
 
 
 class _Lenient(BaseModel):
@@ -37,6 +40,8 @@ class GitHubCommit(_Lenient):
 
 class GitHubRepository(_Lenient):
     full_name: str
+    # Push deliveries carry the push's time here, as epoch seconds.
+    pushed_at: int | datetime | None = None
 
 
 class GitHubPushEvent(_Lenient):
@@ -59,6 +64,13 @@ class GitHubPushEvent(_Lenient):
             changed_paths=self.changed_paths(),
         )
 
+    def pushed_time(self) -> datetime | None:
+        """When GitHub says the push happened (ordering's last resort), if it says."""
+        value = self.repository.pushed_at
+        if isinstance(value, int):
+            return datetime.fromtimestamp(value, tz=UTC)
+        return value.astimezone(UTC) if isinstance(value, datetime) else None
+
     def changed_paths(self) -> list[str] | None:
         """Every file the push changed, or None when the payload can't say for sure."""
         if not self.commits or len(self.commits) >= GITHUB_MAX_LISTED_COMMITS:
@@ -66,7 +78,7 @@ class GitHubPushEvent(_Lenient):
         paths: list[str] = []
         for commit in self.commits:
             commit_paths = commit.paths
-            if commit_paths is None:
+            if commit_paths is None or len(commit_paths) >= GITHUB_MAX_FILES_PER_COMMIT:
                 return None
             paths.extend(commit_paths)
         return paths
@@ -95,13 +107,23 @@ class CodeCommitReferenceEvent(EventBridgeModel):
     detail: CodeCommitReferenceDetail
 
 
-class NightlyRebuildRequest(_Lenient):
-    """What EventBridge Scheduler sends (template Input), or a hand-made request.
+class NightlyRebuildRequest(BaseModel):
+    """The nightly function's only input: EventBridge Scheduler's (template Input) or a run
+    by hand, `{"manual": true}` with optional `branches` and `mode`.
 
-    Without `scheduled_time` it is a manual run: it builds every time it is invoked.
+    Anything else (a stray EventBridge event, `{}`) is refused: it would start builds.
     """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: BuildMode = BuildMode.REFRESH
     scheduled_time: datetime | None = None
     execution_id: str | None = None
+    manual: bool = False
     branches: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _scheduled_or_manual(self) -> NightlyRebuildRequest:
+        if (self.scheduled_time is not None) != self.manual:
+            return self
+        raise ValueError("either scheduled_time (the schedule) or manual: true (a run by hand)")

@@ -1,4 +1,4 @@
-"""The nightly refresh: one build per watched branch, once per scheduled run."""
+"""The nightly refresh: one build request per watched branch, once per scheduled run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aws_lambda_powertools import Logger
 
 from layercache import build_records as records
 from layercache.build_records import Trigger, utc_now
-from layercache.triggers.builds import BuildRequest, BuildStarter, StartOutcome
+from layercache.build_requests import BuildRequest, BuildRequestQueue
 from layercache.triggers.models import NightlyRebuildRequest
 from layercache.triggers.settings import NightlyRebuildSettings
 
@@ -20,39 +20,44 @@ logger = Logger(child=True)
 @dataclass(frozen=True)
 class BranchRebuild:
     branch: str
-    outcome: StartOutcome
+    request_id: str | None  # the hand-over's message id; None when the branch was skipped
+    reason: str
 
 
-def start_rebuilds(
-    request: NightlyRebuildRequest,
+def request_rebuilds(
+    run: NightlyRebuildRequest,
     settings: NightlyRebuildSettings,
-    starter: BuildStarter,
+    queue: BuildRequestQueue,
     clock: Callable[[], datetime] = utc_now,
 ) -> list[BranchRebuild]:
-    """Start a rebuild of each requested (default: every watched) branch's head.
+    """Hand on a rebuild of each requested (default: every watched) branch's head.
 
     A scheduled run is keyed by its scheduled time, so the scheduler's retries of one
-    night start nothing twice; a hand-made request without one always builds.
+    night start nothing twice; a run by hand is keyed by when it was made. Each build
+    checks out `refs/heads/<branch>`: never a tag that happens to share the name.
     """
     now = clock()
-    if request.scheduled_time is not None:
-        trigger, occasion = Trigger.NIGHTLY, f"nightly@{records.timestamp(request.scheduled_time)}"
+    if run.scheduled_time is not None:
+        trigger, occasion = Trigger.NIGHTLY, f"nightly@{records.timestamp(run.scheduled_time)}"
+        requested_at = run.scheduled_time
     else:
         trigger, occasion = Trigger.MANUAL, f"manual@{records.timestamp(now)}"
-    branches = request.branches or sorted(settings.watched_branches)
+        requested_at = now
     results = []
-    for branch in branches:
+    for branch in run.branches or sorted(settings.watched_branches):
         if branch not in settings.watched_branches:
             logger.warning("Not a watched branch; skipped", extra={"branch": branch})
+            results.append(BranchRebuild(branch, None, "not a watched branch"))
             continue
-        build = BuildRequest(
+        request = BuildRequest(
             image=settings.image_repository_name,
             branch=branch,
             commit=None,
             trigger=trigger,
-            mode=request.mode,
-            requested_at=now,
+            mode=run.mode,
             occasion=occasion,
+            requested_at=requested_at,
+            reason=f"{trigger.value} {run.mode.value} rebuild",
         )
-        results.append(BranchRebuild(branch, starter.start(build)))
+        results.append(BranchRebuild(branch, queue.send(request), "requested"))
     return results

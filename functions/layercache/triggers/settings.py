@@ -11,13 +11,11 @@ from layercache.triggers.decisions import PushPolicy
 class TriggerSettings(EnvSettings):
     """What every trigger needs."""
 
-    builds_table_name: str = Field(min_length=1)
-    build_project_name: str = Field(min_length=1)
+    build_request_queue_url: str = Field(min_length=1)
     image_repository_name: str = Field(min_length=1)
     watched_branches: frozenset[str] = Field(min_length=1)
     default_branch: str = Field(min_length=1)
     path_filters: tuple[str, ...] = ()
-    supersede_older_builds: bool = True
     # GitHub "owner/name" or the CodeCommit repository name; events of others are ignored.
     source_repository: str = ""
 

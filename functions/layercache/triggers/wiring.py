@@ -9,65 +9,87 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from layercache import aws
-from layercache.triggers.builds import BuildStarter
+from layercache.build_requests import BuildRequestQueue
 from layercache.triggers.codecommit import CodeCommitChanges, CodeCommitTriggerService
-from layercache.triggers.github import GitHubWebhookService
+from layercache.triggers.github import GitHubWebhookService, SecretUnavailable
 from layercache.triggers.settings import (
     CodeCommitTriggerSettings,
     GitHubWebhookSettings,
     NightlyRebuildSettings,
     TriggerSettings,
 )
-from layercache.triggers.store import BuildsStore
 
 if TYPE_CHECKING:
-    from mypy_boto3_codebuild import CodeBuildClient
     from mypy_boto3_codecommit import CodeCommitClient
-    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
+
+logger = Logger(child=True)
 
 
-def make_build_starter(
-    settings: TriggerSettings,
-    dynamodb: DynamoDBClient | None = None,
-    codebuild: CodeBuildClient | None = None,
-) -> BuildStarter:
-    return BuildStarter(
-        project_name=settings.build_project_name,
-        store=BuildsStore(settings.builds_table_name, dynamodb or aws.client("dynamodb")),
-        codebuild=codebuild or aws.client("codebuild"),
-        supersede=settings.supersede_older_builds,
-    )
+def make_queue(
+    settings: TriggerSettings, sqs: SQSClient | None = None, budget: aws.Budget = aws.STANDARD
+) -> BuildRequestQueue:
+    return BuildRequestQueue(settings.build_request_queue_url, sqs or aws.client("sqs", budget))
+
+
+class RememberedSecret:
+    """The webhook secret, cached for `max_age`; the last value read outlives an outage.
+
+    Secrets Manager failing must not turn every delivery into a lost push: while a value
+    is remembered it is used (and the failure logged); only a cold container that never
+    read the secret answers "unavailable".
+    """
+
+    def __init__(self, provider: SecretsProvider, arn: str, max_age: int) -> None:
+        self.provider = provider
+        self.arn = arn
+        self.max_age = max_age
+        self._last: bytes | None = None
+
+    def __call__(self) -> bytes:
+        try:
+            value = self.provider.get(self.arn, max_age=self.max_age)
+        except (GetParameterError, ClientError, BotoCoreError) as error:
+            if self._last is None:
+                logger.error("Webhook secret unavailable", extra={"error": str(error)[:300]})
+                raise SecretUnavailable(str(error)) from error
+            logger.warning("Secrets Manager failed; using the remembered secret")
+            return self._last
+        self._last = value.encode() if isinstance(value, str) else bytes(value or b"")
+        return self._last
 
 
 def make_github_webhook_service(
     settings: GitHubWebhookSettings,
     secretsmanager: SecretsManagerClient | None = None,
-    starter: BuildStarter | None = None,
+    sqs: SQSClient | None = None,
 ) -> GitHubWebhookService:
-    secrets = SecretsProvider(boto3_client=secretsmanager or aws.client("secretsmanager"))
-
-    def secret() -> bytes:
-        # Cached for max_age: a warm container does not call Secrets Manager per delivery.
-        value = secrets.get(settings.webhook_secret_arn, max_age=settings.secret_max_age_seconds)
-        return value.encode() if isinstance(value, str) else bytes(value or b"")
-
-    starter = starter or make_build_starter(settings)
-    return GitHubWebhookService(settings, secret, starter.store, starter)
+    # GitHub waits 10 s for an answer: every call on the way has the interactive budget.
+    provider = SecretsProvider(
+        boto3_client=secretsmanager or aws.client("secretsmanager", aws.INTERACTIVE)
+    )
+    secret = RememberedSecret(
+        provider, settings.webhook_secret_arn, settings.secret_max_age_seconds
+    )
+    return GitHubWebhookService(settings, secret, make_queue(settings, sqs, aws.INTERACTIVE))
 
 
 def make_codecommit_trigger_service(
     settings: CodeCommitTriggerSettings,
     codecommit: CodeCommitClient | None = None,
-    starter: BuildStarter | None = None,
+    sqs: SQSClient | None = None,
 ) -> CodeCommitTriggerService:
     changes = CodeCommitChanges(
         codecommit or aws.client("codecommit"), settings.max_difference_pages
     )
-    return CodeCommitTriggerService(settings, changes, starter or make_build_starter(settings))
+    return CodeCommitTriggerService(settings, changes, make_queue(settings, sqs))
 
 
 @cache
@@ -81,9 +103,9 @@ def codecommit_trigger_service() -> CodeCommitTriggerService:
 
 
 @cache
-def nightly_rebuild_service() -> tuple[NightlyRebuildSettings, BuildStarter]:
+def nightly_rebuild_service() -> tuple[NightlyRebuildSettings, BuildRequestQueue]:
     settings = NightlyRebuildSettings.from_env()
-    return settings, make_build_starter(settings)
+    return settings, make_queue(settings)
 
 
 def reset() -> None:

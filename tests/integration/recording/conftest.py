@@ -22,11 +22,13 @@ from layercache.build_records import (
     ENV_REQUESTED_AT,
     ENV_TRIGGER,
     BuildMode,
+    BuildsTable,
+    BuildStart,
     Trigger,
+    claim_pk,
+    parse_timestamp,
 )
 from layercache.recording.events import BuildStateChangeEvent, parse_event_time
-from layercache.triggers.builds import BuildRequest, StartedBuild
-from layercache.triggers.store import BuildsStore, Claim
 
 EVENTS = Path(__file__).resolve().parents[3] / "events" / "build-recorder"
 REGION = "us-east-1"
@@ -44,28 +46,28 @@ def environment_of(event: dict[str, Any]) -> dict[str, str]:
 
 
 def trigger_write(table_name: str, event: dict[str, Any], image: str = IMAGE) -> None:
-    """Write what the trigger functions write right after StartBuild, with their own code."""
+    """Write what the build starter writes right after StartBuild, with its own code."""
     environment = environment_of(event)
     build_arn = event["detail"]["build-id"]
     commit = environment.get(ENV_COMMIT) or None
-    request = BuildRequest(
-        image=image,
-        branch=environment[ENV_BRANCH],
-        commit=commit,
-        trigger=Trigger(environment[ENV_TRIGGER]),
-        mode=BuildMode(environment[ENV_MODE]),
-        requested_at=datetime.fromisoformat(environment[ENV_REQUESTED_AT].replace("Z", "+00:00")),
-        occasion=commit or "manual",
+    branch = environment[ENV_BRANCH]
+    table = BuildsTable(table_name, boto3.client("dynamodb", region_name=REGION))
+    table.record_build_start(
+        BuildStart(
+            build_id=build_arn.split(":build/", 1)[1],
+            build_arn=build_arn,
+            build_number=int(event["detail"]["additional-information"]["build-number"]),
+            image=image,
+            branch=branch,
+            commit=commit,
+            trigger=Trigger(environment[ENV_TRIGGER]),
+            mode=BuildMode(environment[ENV_MODE]),
+            requested_at=parse_timestamp(environment[ENV_REQUESTED_AT]),
+            source_version=commit or f"refs/heads/{branch}",
+            claim_pk=claim_pk(image, branch, commit or "manual"),
+            sequence=1,
+        )
     )
-    build = StartedBuild(
-        build_id=build_arn.split(":build/", 1)[1],
-        arn=build_arn,
-        number=int(event["detail"]["additional-information"]["build-number"]),
-        status="IN_PROGRESS",
-    )
-    claim = Claim(pk=request.claim_pk, token=environment[ENV_REQUESTED_AT], build_id=None)
-    store = BuildsStore(table_name, boto3.client("dynamodb", region_name=REGION))
-    store.record_build(request, build, claim)
 
 
 def batch_get_build(

@@ -9,12 +9,13 @@ from typing import Any
 import boto3
 import pytest
 
+from layercache.build_records import BuildsTable
+from layercache.github_token import SecretToken
 from layercache.recording.events import BuildStateChangeEvent
 from layercache.recording.github import (
     CommitStatus,
     GitHubStatusClient,
     RetryPolicy,
-    SecretToken,
 )
 from layercache.recording.service import BuildRecorder
 from layercache.recording.store import BuildRecordStore
@@ -193,7 +194,9 @@ def test_failing_status_calls_never_lose_the_record(
     github = GitHubStatusClient("octo-org/service", lambda: "t", fake_github.url, sleep=Sleeps())
     service = BuildRecorder(
         image=IMAGE,
-        store=BuildRecordStore(stack.table_name, boto3.client("dynamodb", region_name=REGION)),
+        store=BuildRecordStore(
+            BuildsTable(stack.table_name, boto3.client("dynamodb", region_name=REGION))
+        ),
         codebuild=codebuild_stub.client,
         github=github,
         clock=fixed_clock(),

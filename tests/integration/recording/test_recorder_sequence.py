@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
-from layercache.build_records import INDEX_BY_BRANCH, INDEX_BY_COMMIT, INDEX_BY_DAY
+from layercache.build_records import INDEX_BY_BRANCH, INDEX_BY_COMMIT, INDEX_BY_DAY, BuildsTable
 from layercache.recording.events import BuildStateChangeEvent
 from layercache.recording.github import GitHubStatusClient
 from layercache.recording.service import BuildRecorder, Outcome
@@ -47,7 +47,9 @@ def recorder(
 ) -> BuildRecorder:
     return BuildRecorder(
         image=IMAGE,
-        store=BuildRecordStore(stack.table_name, boto3.client("dynamodb", region_name=REGION)),
+        store=BuildRecordStore(
+            BuildsTable(stack.table_name, boto3.client("dynamodb", region_name=REGION))
+        ),
         codebuild=codebuild.client,
         github=github,
         clock=fixed_clock(),

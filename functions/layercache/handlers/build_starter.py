@@ -1,0 +1,63 @@
+"""BuildStarterFunction: build requests from BuildRequestQueue (SQS FIFO) -> StartBuild.
+
+A request that fails (throttled StartBuild, a claim another invocation holds) is reported
+as a batch item failure: SQS hands it back after the visibility timeout, later messages
+of its branch wait behind it, other branches go on. After the queue's maxReceiveCount it
+moves, whole, to BuildRequestFailureQueue. A message that is not a build request is
+logged and dropped: retrying cannot fix it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from layercache.build_requests import BuildRequest
+from layercache.starting.wiring import build_starter
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+def handle_record(record: SQSRecord) -> dict[str, Any]:
+    try:
+        request = BuildRequest.from_message(record.body)
+    except ValidationError as error:
+        logger.error(
+            "Dropped a message that is not a build request",
+            extra={"message_id": record.message_id, "error": str(error)[:500]},
+        )
+        metrics.add_metric(name="RequestsRejected", unit=MetricUnit.Count, value=1)
+        return {"action": "rejected"}
+    outcome = build_starter().handle(request)
+    logger.info(
+        "Request handled",
+        extra={"action": outcome.action, "reason": outcome.reason, "build_id": outcome.build_id},
+    )
+    metrics.add_metric(name=f"Requests_{outcome.action}", unit=MetricUnit.Count, value=1)
+    if outcome.started:
+        metrics.add_metric(name="BuildsStarted", unit=MetricUnit.Count, value=1)
+    if outcome.superseded:
+        metrics.add_metric(
+            name="BuildsSuperseded", unit=MetricUnit.Count, value=len(outcome.superseded)
+        )
+    return {"action": outcome.action, "build_id": outcome.build_id}
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # One branch's failure holds back only that branch's later messages.
+    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    response = process_partial_response(
+        event=event, record_handler=handle_record, processor=processor, context=context
+    )
+    return dict(response)
