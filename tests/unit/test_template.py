@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
+from layercache import aws
+from layercache.settings import EnvSettings
+from layercache.starting.settings import StarterSettings
 from layercache.triggers.settings import (
     CodeCommitTriggerSettings,
     GitHubWebhookSettings,
     NightlyRebuildSettings,
-    TriggerSettings,
 )
 from layercache_dev.template import ROOT, function_environment, load_template, resource
 
@@ -34,10 +36,11 @@ UNSCOPABLE_ACTIONS = {
     "lambda:ListFunctions",
     "cloudwatch:PutMetricData",
 }
-TRIGGER_SETTINGS: dict[str, type[TriggerSettings]] = {
+FUNCTION_SETTINGS: dict[str, type[EnvSettings]] = {
     "GitHubWebhookFunction": GitHubWebhookSettings,
     "CodeCommitTriggerFunction": CodeCommitTriggerSettings,
     "NightlyRebuildFunction": NightlyRebuildSettings,
+    "BuildStarterFunction": StarterSettings,
 }
 
 
@@ -47,6 +50,8 @@ TRIGGER_SETTINGS: dict[str, type[TriggerSettings]] = {
         "GitHubWebhookFunction",
         "CodeCommitTriggerFunction",
         "NightlyRebuildFunction",
+        "BuildStarterFunction",
+        "BuildRequestQueue",
         "ImageBuildProject",
         "ImageRepository",
         "BuildsTable",
@@ -131,7 +136,44 @@ def test_starting_and_stopping_builds_is_scoped_to_the_project() -> None:
             if {"codebuild:StartBuild", "codebuild:StopBuild"} & set(actions):
                 assert statement["Resource"] == {"Fn::GetAtt": ["ImageBuildProject", "Arn"]}, owner
                 seen += 1
-    assert seen >= 3
+    assert seen == 1, "only BuildStarterFunction starts and stops builds"
+
+
+def test_triggers_only_hand_requests_on() -> None:
+    """The triggers answer at once: they may send to the queue, never call CodeBuild."""
+    for name in ("GitHubWebhookFunction", "CodeCommitTriggerFunction", "NightlyRebuildFunction"):
+        for statement in (s for owner, w in _statements() if owner == name for s in _plain(w)):
+            actions = statement["Action"]
+            actions = set(actions if isinstance(actions, list) else [actions])
+            assert not any(a.startswith(("codebuild:", "dynamodb:")) for a in actions), name
+            if "sqs:SendMessage" in actions:
+                assert statement["Resource"] == {"Fn::GetAtt": ["BuildRequestQueue", "Arn"]}
+
+
+def test_build_requests_go_through_a_fifo_queue_with_a_fifo_failure_queue() -> None:
+    queue = resource("BuildRequestQueue")["Properties"]
+    failed = resource("BuildRequestFailureQueue")["Properties"]
+    assert queue["FifoQueue"] is True and failed["FifoQueue"] is True
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["BuildRequestFailureQueue", "Arn"]
+    }
+    starter = resource("BuildStarterFunction")["Properties"]
+    timeout = starter["Timeout"]
+    assert queue["VisibilityTimeout"] >= 6 * timeout, "Lambda's guide: six times the timeout"
+    event = starter["Events"]["BuildRequested"]
+    assert event["Type"] == "SQS"
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    lease = int(starter["Environment"]["Variables"]["CLAIM_LEASE_SECONDS"])
+    assert timeout < lease < queue["VisibilityTimeout"], "a retry comes after the lease ends"
+
+
+@pytest.mark.parametrize("logical_id", FUNCTIONS)
+def test_every_client_budget_fits_inside_the_function(logical_id: str) -> None:
+    timeout = resource(logical_id)["Properties"].get(
+        "Timeout", TEMPLATE["Globals"]["Function"]["Timeout"]
+    )
+    assert aws.STANDARD.worst_case_seconds < timeout
+    assert aws.INTERACTIVE.worst_case_seconds < 10, "GitHub waits 10 s for a webhook's answer"
 
 
 def test_the_build_project_is_privileged_and_uses_our_buildspec() -> None:
@@ -174,15 +216,22 @@ def test_parameters_exist_and_are_described(parameter: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "output", ["WebhookUrl", "ImageRepositoryUri", "BuildProjectName", "BuildsTableName"]
+    "output",
+    [
+        "WebhookUrl",
+        "ImageRepositoryUri",
+        "BuildProjectName",
+        "BuildsTableName",
+        "BuildRequestFailureQueueUrl",
+    ],
 )
 def test_outputs_a_user_needs(output: str) -> None:
     assert TEMPLATE["Outputs"][output]["Value"]
 
 
-@pytest.mark.parametrize(("logical_id", "settings"), sorted(TRIGGER_SETTINGS.items()))
+@pytest.mark.parametrize(("logical_id", "settings"), sorted(FUNCTION_SETTINGS.items()))
 def test_the_template_sets_every_variable_the_settings_require(
-    logical_id: str, settings: type[TriggerSettings]
+    logical_id: str, settings: type[EnvSettings]
 ) -> None:
     environment = function_environment(logical_id)
     required = {

@@ -48,23 +48,32 @@ class FifoEventSource:
             "Attributes"
         ]["QueueArn"]
         event = {"Records": [self._record(message, arn) for message in messages]}
-        response = self.handler(event, FakeLambdaContext("BuildStarterFunction"))
+        try:
+            response = self.handler(event, FakeLambdaContext("BuildStarterFunction"))
+        except BaseException:
+            # The invocation died (a timeout, out of memory, or a test's simulated kill):
+            # nothing was deleted, and the batch comes back once its visibility times out.
+            if self.retry_failed_now:
+                self._make_visible(messages)
+            raise
         result.responses.append(response)
         failed = {item["itemIdentifier"] for item in (response or {}).get("batchItemFailures", [])}
         for message in messages:
             if message["MessageId"] in failed:
                 result.failed.append(message["MessageId"])
                 if self.retry_failed_now:
-                    self.sqs.change_message_visibility(
-                        QueueUrl=self.queue_url,
-                        ReceiptHandle=message["ReceiptHandle"],
-                        VisibilityTimeout=0,
-                    )
+                    self._make_visible([message])
             else:
                 self.sqs.delete_message(
                     QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
                 )
         return result
+
+    def _make_visible(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            self.sqs.change_message_visibility(
+                QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
 
     def drain(self, max_polls: int = 100) -> list[PollResult]:
         """Poll until the queue answers empty (or `max_polls`, against a message that

@@ -4,7 +4,8 @@ Evidence, strongest first:
 1. the chain: the head's own commit (same), a commit the head knows to be older (stale),
    a push whose `before` is the head (newer);
 2. the branch's current tip, asked of the source (CodeCommit GetBranch, GitHub's API with
-   a token): the tip is newest, and a head that already is the tip makes others stale;
+   a token): the tip is newest; any other commit is not, and the head stays where it
+   is (the tip's own request moves it there, whenever it comes);
 3. the source's push times (GitHub `repository.pushed_at`, CodeCommit event time);
 4. nothing better known: arrival order (newer).
 Requests without a commit (nightly, manual) build the branch head: always `SAME`.
@@ -58,8 +59,7 @@ def place_request(
     if tip is not None:
         if tip == commit:
             return Placement(Place.NEWER, "the branch's current tip")
-        if tip == head.commit:
-            return Placement(Place.STALE, f"the branch's tip is still {head.commit}")
+        return Placement(Place.STALE, f"not the branch's tip ({tip})")
     return _by_push_time(head, request.pushed_at)
 
 
