@@ -20,6 +20,17 @@ What one run does:
    writes what happened as shell ``export`` lines that the buildspec sources and lists
    under ``exported-variables``.
 
+Tags: the build pushes only the image's immutable tags, ``<commit>`` and
+``<branch-slug>-<sha7>`` (`image_tags`). The moving tags, ``<branch-slug>`` and ``latest``
+on the default branch (`moving_tags`), are not pushed here: the driver exports them as
+``LAYERCACHE_MOVING_TAGS`` and the build recorder moves them to this build's digest
+after the build succeeded, with a conditional write on the branch's head, so an older
+build that finishes later can never move them back.
+
+The branch comes from ``LAYERCACHE_BRANCH`` (the triggers set it). A build started by
+hand (``aws codebuild start-build --source-version refs/heads/<branch>``) has none; the
+driver then reads it from ``CODEBUILD_SOURCE_VERSION`` (`branch_from_source_version`).
+
 Failure policy:
 
 - a cache ref that does not exist yet (the first build of a branch) is normal;
@@ -62,6 +73,12 @@ MAX_TAG_LENGTH = 128  # Docker's limit
 SHORT_SHA = 7
 # Both "cache-<slug>" and "<slug>-<sha7>" must fit in one tag.
 MAX_SLUG_LENGTH = MAX_TAG_LENGTH - max(len("cache-"), len("-") + SHORT_SHA)
+# A full or abbreviated commit id (SHA-1 or SHA-256 repositories).
+COMMIT_ID = re.compile(r"^[0-9a-fA-F]{7,64}$")
+# CodeBuild's "reference and commit" source version: `refs/heads/main^{<full sha>}`.
+PINNED_REF = re.compile(r"^(?P<ref>.+)\^\{[0-9a-fA-F]{7,64}\}$")
+# Bare names that git or CodeBuild read as something other than a branch name.
+NOT_BRANCH_PREFIXES = ("refs/", "pr/", "heads/", "tags/", "pull/", "remotes/")
 ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 # A Dockerfile step as BuildKit names it: "[stage-1 2/4] RUN ..." or "[2/4] COPY ...".
 STEP_NAME = re.compile(r"^\[(?:[^\]\s]+ )?\d+/\d+\] (?P<instruction>[A-Z]+)")
@@ -73,6 +90,7 @@ CACHE_EXPORT_PREFIX = "exporting cache"
 EXPORTED_VARIABLES = (
     "LAYERCACHE_IMAGE_DIGEST",
     "LAYERCACHE_IMAGE_TAGS",
+    "LAYERCACHE_MOVING_TAGS",
     "LAYERCACHE_CACHE_HIT_RATIO",
     "LAYERCACHE_CACHE_REF_HIT",
     "LAYERCACHE_BUILD_SECONDS",
@@ -111,16 +129,71 @@ def cache_tag(branch: str) -> str:
     return f"cache-{branch_slug(branch)}"
 
 
-def image_tags(branch: str, commit: str, default_branch: str) -> list[str]:
-    """Tags of one build: the commit, the branch, branch+short commit, `latest` on default.
+def image_tags(branch: str, commit: str) -> list[str]:
+    """The tags the build pushes: the immutable ones, `<commit>` and `<slug>-<sha7>`.
 
-    `<slug>-<sha7>` is the one the pruner reads to tell which branch an image belongs to.
+    No other build ever writes them with another image. `<slug>-<sha7>` is the one the
+    pruner reads to tell which branch an image belongs to.
     """
-    slug = branch_slug(branch)
-    tags = [commit, slug, f"{slug}-{commit[:SHORT_SHA]}"]
-    if branch == default_branch:
+    return [commit, f"{branch_slug(branch)}-{commit[:SHORT_SHA]}"]
+
+
+def moving_tags(branch: str, default_branch: str) -> list[str]:
+    """The tags that follow a branch: `<slug>`, and `latest` on the default branch.
+
+    The build does not push them (see the module docstring): it exports them as
+    LAYERCACHE_MOVING_TAGS for the recorder, which moves them only forward.
+    """
+    tags = [branch_slug(branch)]
+    if branch.removeprefix("refs/heads/") == default_branch.removeprefix("refs/heads/"):
         tags.append("latest")
     return tags
+
+
+class SourceVersionError(ValueError):
+    """CODEBUILD_SOURCE_VERSION names no branch, so the build cannot tell its branch."""
+
+
+def branch_from_source_version(source_version: str) -> str:
+    """The branch CodeBuild was asked to build, from `CODEBUILD_SOURCE_VERSION`.
+
+    CodeBuild sets that variable to the `--source-version` given to StartBuild:
+    `refs/heads/feature/x` -> `feature/x` (also with CodeBuild's `^{<sha>}` suffix),
+    and a bare name, `main` -> `main`. A bare name is ambiguous to git, which resolves
+    it to a *tag* of that name before the branch: `refs/heads/<branch>` is the safe
+    form. A source version that names no branch (a commit id, `refs/tags/...`, a pull
+    request `pr/12` or `refs/pull/...`, an S3 version or a CodePipeline ARN) raises
+    SourceVersionError: set LAYERCACHE_BRANCH, or start the build from the branch.
+    """
+    version = source_version.strip()
+    pinned = PINNED_REF.match(version)
+    if pinned:
+        version = pinned.group("ref")
+    if version.startswith("refs/heads/"):
+        branch = version.removeprefix("refs/heads/")
+    elif not version.startswith(NOT_BRANCH_PREFIXES) and not COMMIT_ID.match(version):
+        branch = version
+    else:
+        branch = ""
+    if not branch or not is_branch_name(branch):
+        raise SourceVersionError(
+            f"the source version {source_version!r} names no branch, so the build cannot "
+            "tell which branch it builds: start it with "
+            "`--source-version refs/heads/<branch>` (the safe form: git resolves a bare "
+            "name to a tag before a branch) or set LAYERCACHE_BRANCH"
+        )
+    return branch
+
+
+def is_branch_name(name: str) -> bool:
+    """Whether git accepts `name` as a branch name (`git check-ref-format --branch`)."""
+    if name in ("", "@", "HEAD") or name.startswith("-") or name.endswith((".", "/", ".lock")):
+        return False
+    if ".." in name or "@{" in name or "//" in name:
+        return False
+    if any(ord(char) < 0x20 or char in " ~^:?*[\\\x7f" for char in name):
+        return False
+    return not any(part.startswith(".") for part in name.split("/"))
 
 
 # ---------------------------------------------------------------- the request
@@ -160,7 +233,12 @@ class BuildRequest:
         return refs
 
     def tags(self) -> list[str]:
-        return image_tags(self.branch, self.commit, self.default_branch)
+        """The tags this build pushes (immutable)."""
+        return image_tags(self.branch, self.commit)
+
+    def moving_tags(self) -> list[str]:
+        """The tags the recorder moves to this build's image once it succeeded."""
+        return moving_tags(self.branch, self.default_branch)
 
     def refresh_value(self) -> str:
         return self.refresh_date or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
@@ -359,10 +437,11 @@ class BuildReport:
     """What the buildspec exports and the recorder reads."""
 
     digest: str
-    tags: list[str]
+    tags: list[str]  # pushed by the build
     summary: ProgressSummary
     cache_status: str  # cold | warm | fallback | export-failed | clean
     warnings: list[str] = field(default_factory=list)
+    moving_tags: list[str] = field(default_factory=list)  # for the recorder to move
 
     @property
     def cache_ref_hit(self) -> str:
@@ -376,6 +455,7 @@ class BuildReport:
         values = {
             "LAYERCACHE_IMAGE_DIGEST": self.digest,
             "LAYERCACHE_IMAGE_TAGS": ",".join(self.tags),
+            "LAYERCACHE_MOVING_TAGS": ",".join(self.moving_tags),
             "LAYERCACHE_CACHE_HIT_RATIO": f"{summary.hit_ratio:.3f}",
             "LAYERCACHE_CACHE_REF_HIT": self.cache_ref_hit,
             "LAYERCACHE_BUILD_SECONDS": f"{summary.build_seconds:.1f}",
@@ -588,7 +668,7 @@ def build(request: BuildRequest, *, docker: str = "docker", workdir: Path) -> Bu
 
     if first.returncode == 0:
         status = cold_or_warm(request, summary)
-        return BuildReport(first.digest, request.tags(), summary, status, warnings)
+        return report_of(request, first.digest, summary, status, warnings)
 
     if summary.image_exported and summary.cache_export_error:
         return keep_image_without_cache(request, summary, attempt, cache_from, warnings)
@@ -605,7 +685,7 @@ def build(request: BuildRequest, *, docker: str = "docker", workdir: Path) -> Bu
         retry = attempt([], cache_to, True)
         retry_summary = retry.summary
         if retry.returncode == 0:
-            return BuildReport(retry.digest, request.tags(), retry_summary, "fallback", warnings)
+            return report_of(request, retry.digest, retry_summary, "fallback", warnings)
         if retry_summary.image_exported and retry_summary.cache_export_error:
             return keep_image_without_cache(request, retry_summary, attempt, [], warnings)
         first = retry
@@ -632,7 +712,19 @@ def keep_image_without_cache(
     repeat = attempt(cache_from, None, False)
     if repeat.returncode != 0:
         raise BuildFailed(last_error(repeat.progress))
-    return BuildReport(repeat.digest, request.tags(), summary, "export-failed", warnings)
+    return report_of(request, repeat.digest, summary, "export-failed", warnings)
+
+
+def report_of(
+    request: BuildRequest,
+    digest: str,
+    summary: ProgressSummary,
+    cache_status: str,
+    warnings: list[str],
+) -> BuildReport:
+    return BuildReport(
+        digest, request.tags(), summary, cache_status, warnings, request.moving_tags()
+    )
 
 
 def cold_or_warm(request: BuildRequest, summary: ProgressSummary) -> str:
@@ -653,6 +745,26 @@ def last_error(stream: str) -> str:
 # ---------------------------------------------------------------- command line
 
 
+def branch_from(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    """--branch, else LAYERCACHE_BRANCH, else the branch CODEBUILD_SOURCE_VERSION names."""
+    branch = args.branch or env.get("LAYERCACHE_BRANCH", "")
+    source_version = env.get("CODEBUILD_SOURCE_VERSION", "")
+    if branch or not source_version:
+        return branch
+    try:
+        branch = branch_from_source_version(source_version)
+    except SourceVersionError as error:
+        raise SystemExit(f"layercache: {error}") from None
+    info(f"branch {branch!r} from CODEBUILD_SOURCE_VERSION={source_version}")
+    if not source_version.startswith("refs/heads/"):
+        warn(
+            f"git resolves the bare source version {source_version!r} to a tag of that "
+            "name, if there is one, before the branch: start builds with "
+            f"--source-version refs/heads/{branch}"
+        )
+    return branch
+
+
 def request_from(args: argparse.Namespace, env: Mapping[str, str]) -> BuildRequest:
     commit = (
         args.commit
@@ -661,7 +773,7 @@ def request_from(args: argparse.Namespace, env: Mapping[str, str]) -> BuildReque
     )
     request = BuildRequest(
         repository=args.repository or env.get("LAYERCACHE_IMAGE_REPOSITORY_URI", ""),
-        branch=args.branch or env.get("LAYERCACHE_BRANCH", ""),
+        branch=branch_from(args, env),
         commit=commit,
         default_branch=args.default_branch or env.get("LAYERCACHE_DEFAULT_BRANCH", "main"),
         mode=(args.mode or env.get("LAYERCACHE_MODE") or "normal").lower(),
@@ -678,7 +790,10 @@ def request_from(args: argparse.Namespace, env: Mapping[str, str]) -> BuildReque
         name
         for name, value in (
             ("repository (LAYERCACHE_IMAGE_REPOSITORY_URI)", request.repository),
-            ("branch (LAYERCACHE_BRANCH)", request.branch),
+            (
+                "branch (LAYERCACHE_BRANCH, or CODEBUILD_SOURCE_VERSION=refs/heads/<branch>)",
+                request.branch,
+            ),
             ("commit (LAYERCACHE_COMMIT or CODEBUILD_RESOLVED_SOURCE_VERSION)", request.commit),
         )
         if not value

@@ -63,24 +63,13 @@ def test_cold_build_pushes_image_and_cache(rig: Rig, context: Path, repo: str) -
     assert_ok(outcome)
 
     name = name_of(repo)
-    assert set(rig.registry.tags(name)) == {
-        commit,
-        "main",
-        f"main-{commit[:7]}",
-        "latest",
-        "cache-main",
-    }
+    # Only the immutable tags: the moving ones (`main`, `latest`) are the recorder's.
+    assert set(rig.registry.tags(name)) == {commit, f"main-{commit[:7]}", "cache-main"}
     variables = outcome.variables
-    assert variables["LAYERCACHE_IMAGE_TAGS"].split(",") == [
-        commit,
-        "main",
-        f"main-{commit[:7]}",
-        "latest",
-    ]
-    _, _, headers = rig.registry.request(
-        "HEAD", f"/v2/{name}/manifests/{commit}", "application/vnd.oci.image.index.v1+json"
-    )
-    assert variables["LAYERCACHE_IMAGE_DIGEST"] == headers["docker-content-digest"]
+    assert variables["LAYERCACHE_IMAGE_TAGS"].split(",") == [commit, f"main-{commit[:7]}"]
+    assert variables["LAYERCACHE_MOVING_TAGS"].split(",") == ["main", "latest"]
+    assert variables["LAYERCACHE_IMAGE_DIGEST"] == rig.registry.digest(name, commit)
+    assert rig.registry.digest(name, f"main-{commit[:7]}") == rig.registry.digest(name, commit)
     assert variables["LAYERCACHE_CACHE_HIT_RATIO"] == "0.000"
     assert variables["LAYERCACHE_CACHE_REF_HIT"] == "none"
     assert variables["LAYERCACHE_CACHE_STATUS"] == "cold"
@@ -140,27 +129,79 @@ def test_change_halfway_reuses_every_step_before_it(rig: Rig, context: Path, rep
     assert changed.variables["LAYERCACHE_CACHED_STEPS"] == "5"
 
 
+def publish_moving_tags(rig: Rig, repo: str, outcome: BuildOutcome) -> None:
+    """What the build recorder does after a successful build: move the build's moving
+    tags to its digest (the manifest copied by digest, so the tag names that digest)."""
+    digest = outcome.variables["LAYERCACHE_IMAGE_DIGEST"]
+    for tag in outcome.variables["LAYERCACHE_MOVING_TAGS"].split(","):
+        assert rig.registry.move_tag(name_of(repo), tag, digest) == digest
+
+
 def test_new_branch_starts_warm_from_the_default_branch(rig: Rig, context: Path, repo: str) -> None:
     main = cold_build(rig, context, repo)
+    publish_moving_tags(rig, repo, main)
+    name = name_of(repo)
+    main_digest = main.variables["LAYERCACHE_IMAGE_DIGEST"]
+    assert rig.registry.digest(name, "latest") == rig.registry.digest(name, "main") == main_digest
     branch = "feature/Login form"
 
-    first = rig.build(context, repository=repo, branch=branch, commit=new_commit())
+    commit = new_commit()
+    first = rig.build(context, repository=repo, branch=branch, commit=commit)
     assert_ok(first)
 
     assert first.variables["LAYERCACHE_CACHE_HIT_RATIO"] == "1.000"
     assert first.variables["LAYERCACHE_CACHE_REF_HIT"] == f"{repo}:cache-main"
-    tags = rig.registry.tags(name_of(repo))
-    assert {"feature-Login-form", "cache-feature-Login-form"} <= set(tags)
-    assert "latest" not in first.variables["LAYERCACHE_IMAGE_TAGS"].split(",")
-    _, _, latest = rig.registry.request(
-        "HEAD", f"/v2/{name_of(repo)}/manifests/latest", "application/vnd.oci.image.index.v1+json"
-    )
-    assert latest["docker-content-digest"] == main.variables["LAYERCACHE_IMAGE_DIGEST"]
+    tags = set(rig.registry.tags(name))
+    assert {commit, f"feature-Login-form-{commit[:7]}", "cache-feature-Login-form"} <= tags
+    assert first.variables["LAYERCACHE_MOVING_TAGS"] == "feature-Login-form"
+    assert "feature-Login-form" not in tags  # moved by the recorder, not pushed by the build
+    # The branch's build leaves the default branch's moving tags alone.
+    assert rig.registry.digest(name, "latest") == rig.registry.digest(name, "main") == main_digest
 
     # Its second build reads its own cache first.
     second = rig.build(context, repository=repo, branch=branch, commit=new_commit())
     assert_ok(second)
     assert second.variables["LAYERCACHE_CACHE_REF_HIT"] == f"{repo}:cache-feature-Login-form"
+
+
+def test_manual_build_takes_its_branch_from_the_source_version(
+    rig: Rig, context: Path, repo: str
+) -> None:
+    """The README's `aws codebuild start-build --source-version main`: no LAYERCACHE_BRANCH
+    or LAYERCACHE_COMMIT, only what CodeBuild sets (the rig sets the resolved commit)."""
+    cold_build(rig, context, repo)
+    commit = new_commit()
+
+    manual = rig.build(
+        context,
+        repository=repo,
+        branch="",
+        commit=commit,
+        extra_env={"LAYERCACHE_COMMIT": "", "CODEBUILD_SOURCE_VERSION": "main"},
+    )
+
+    assert_ok(manual)
+    assert "branch 'main' from CODEBUILD_SOURCE_VERSION=main" in manual.log
+    assert manual.variables["LAYERCACHE_IMAGE_TAGS"] == f"{commit},main-{commit[:7]}"
+    assert manual.variables["LAYERCACHE_MOVING_TAGS"] == "main,latest"
+    assert manual.variables["LAYERCACHE_CACHE_REF_HIT"] == f"{repo}:cache-main"
+    assert manual.variables["LAYERCACHE_CACHE_HIT_RATIO"] == "1.000"
+    digest = rig.registry.digest(name_of(repo), f"main-{commit[:7]}")
+    assert digest == manual.variables["LAYERCACHE_IMAGE_DIGEST"]
+
+    # A source version that names no branch stops the build before anything is pushed.
+    tags_before = rig.registry.tags(name_of(repo))
+    tagged = rig.build(
+        context,
+        repository=repo,
+        branch="",
+        commit=new_commit(),
+        extra_env={"CODEBUILD_SOURCE_VERSION": "refs/tags/v1.0"},
+        reset=False,
+    )
+    assert not tagged.ok
+    assert "--source-version refs/heads/<branch>" in tagged.log
+    assert rig.registry.tags(name_of(repo)) == tags_before
 
 
 def test_refresh_rebuilds_from_the_dated_step_on(rig: Rig, context: Path, repo: str) -> None:
@@ -269,10 +310,8 @@ def test_unreachable_cache_is_a_warning_and_the_image_still_counts(
     assert "cache export failed" in outcome.log
     assert outcome.variables["LAYERCACHE_CACHE_REF_HIT"] == "none"
     commit = outcome.variables["LAYERCACHE_IMAGE_TAGS"].split(",")[0]
-    _, _, headers = rig.registry.request(
-        "HEAD", f"/v2/{name_of(repo)}/manifests/{commit}", "application/vnd.oci.image.index.v1+json"
-    )
-    assert headers["docker-content-digest"] == outcome.variables["LAYERCACHE_IMAGE_DIGEST"]
+    digest = outcome.variables["LAYERCACHE_IMAGE_DIGEST"]
+    assert rig.registry.digest(name_of(repo), commit) == digest
 
 
 def test_failed_image_push_fails_the_build(rig: Rig, context: Path, repo: str) -> None:

@@ -7,7 +7,9 @@ driver against a real engine and registry.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ def test_buildspec_parses_and_exports_what_the_driver_reports() -> None:
     for name in (
         "LAYERCACHE_IMAGE_DIGEST",
         "LAYERCACHE_IMAGE_TAGS",
+        "LAYERCACHE_MOVING_TAGS",
         "LAYERCACHE_CACHE_HIT_RATIO",
         "LAYERCACHE_CACHE_REF_HIT",
         "LAYERCACHE_BUILD_SECONDS",
@@ -165,12 +168,21 @@ def test_long_branch_names_still_fit_every_tag() -> None:
     slug = build_driver.branch_slug("b" * 300)
     assert len(f"cache-{slug}") <= 128
     assert len(f"{slug}-{SHA[:7]}") <= 128
-    assert build_driver.image_tags("b" * 300, SHA, "main")[2] == f"{slug}-{SHA[:7]}"
+    assert build_driver.image_tags("b" * 300, SHA)[1] == f"{slug}-{SHA[:7]}"
+    assert build_driver.moving_tags("b" * 300, "main") == [slug]
 
 
-def test_image_tags() -> None:
-    assert build_driver.image_tags("main", SHA, "main") == [SHA, "main", "main-0123456", "latest"]
-    assert build_driver.image_tags("feat/x", SHA, "main") == [SHA, "feat-x", "feat-x-0123456"]
+def test_the_build_pushes_only_immutable_tags() -> None:
+    """`<commit>` and `<slug>-<sha7>`: no later build writes them with another image."""
+    assert build_driver.image_tags("main", SHA) == [SHA, "main-0123456"]
+    assert build_driver.image_tags("feat/x", SHA) == [SHA, "feat-x-0123456"]
+
+
+def test_moving_tags_are_the_branch_and_latest_on_the_default_branch() -> None:
+    assert build_driver.moving_tags("main", "main") == ["main", "latest"]
+    assert build_driver.moving_tags("refs/heads/main", "main") == ["main", "latest"]
+    assert build_driver.moving_tags("feat/x", "main") == ["feat-x"]
+    assert build_driver.moving_tags("main", "trunk") == ["main"]
 
 
 def request(**overrides: Any) -> Any:
@@ -219,6 +231,24 @@ def test_buildx_command_for_a_normal_build(tmp_path: Path) -> None:
     assert "--pull" not in args
     assert "--no-cache" not in args
     assert args[-1] == "."
+
+
+@pytest.mark.parametrize("branch", ["main", "feat/x"])
+def test_buildx_command_tags_only_the_immutable_tags(branch: str, tmp_path: Path) -> None:
+    req = request(branch=branch)
+    args = build_driver.buildx_command(
+        req,
+        builder="",
+        cache_from=[],
+        cache_to=None,
+        no_cache=False,
+        metadata_file=tmp_path / "m.json",
+    )
+    tags = [args[i + 1] for i, arg in enumerate(args) if arg == "--tag"]
+    slug = build_driver.branch_slug(branch)
+    assert tags == [f"{req.repository}:{SHA}", f"{req.repository}:{slug}-0123456"]
+    for moving in req.moving_tags():  # `main`, `latest` / `feat-x`: the recorder's to move
+        assert f"{req.repository}:{moving}" not in tags
 
 
 def test_buildx_command_for_refresh_and_clean(tmp_path: Path) -> None:
@@ -357,11 +387,14 @@ def test_progress_summary() -> None:
 
 def test_report_variables() -> None:
     summary = build_driver.summarize(build_driver.parse_progress(PROGRESS))
-    report = build_driver.BuildReport("sha256:ff", [SHA, "feat"], summary, "warm")
+    report = build_driver.BuildReport(
+        "sha256:ff", [SHA, "feat-0123456"], summary, "warm", moving_tags=["feat"]
+    )
     variables = report.variables()
     assert variables["LAYERCACHE_CACHE_HIT_RATIO"] == "0.667"
     assert variables["LAYERCACHE_CACHE_REF_HIT"] == "reg/app:cache-main"
-    assert variables["LAYERCACHE_IMAGE_TAGS"] == f"{SHA},feat"
+    assert variables["LAYERCACHE_IMAGE_TAGS"] == f"{SHA},feat-0123456"
+    assert variables["LAYERCACHE_MOVING_TAGS"] == "feat"
     assert variables["LAYERCACHE_BUILD_SECONDS"] == "8.0"
     assert variables["LAYERCACHE_PUSH_SECONDS"] == "3.0"
     assert tuple(variables) == build_driver.EXPORTED_VARIABLES
@@ -399,3 +432,241 @@ def test_progress_echo_makes_a_readable_log(capsys: pytest.CaptureFixture[str]) 
     assert "not json: a stray line\n" in log
     assert log.endswith("ERROR: failed to solve\n")
     assert log.count("[stage-1 2/2] COPY --from=builder /app /app") == 1
+
+
+# ---------------------------------------------------------------- a build started by hand
+
+
+@pytest.mark.parametrize(
+    ("source_version", "branch"),
+    [
+        ("main", "main"),  # the README's `--source-version main`
+        ("refs/heads/main", "main"),
+        ("refs/heads/feature/x", "feature/x"),
+        (f"refs/heads/feature/x^{{{SHA}}}", "feature/x"),  # CodeBuild's ref-and-commit form
+        ("feature/x", "feature/x"),
+        ("release-1.2", "release-1.2"),
+    ],
+)
+def test_branch_from_source_version(source_version: str, branch: str) -> None:
+    assert build_driver.branch_from_source_version(source_version) == branch
+
+
+@pytest.mark.parametrize(
+    "source_version",
+    [
+        SHA,  # a commit
+        SHA[:7],  # an abbreviated commit
+        "refs/tags/v1.0",
+        f"refs/tags/v1.0^{{{SHA}}}",
+        "tags/v1.0",
+        "pr/12",  # a GitHub pull request, as StartBuild takes it
+        "refs/pull/12/head",
+        f"refs/pull/12/head^{{{SHA}}}",
+        "refs/heads/",
+        "arn:aws:s3:::pipeline-bucket/source.zip",  # a CodePipeline artifact
+        "HEAD",
+        " ",
+    ],
+)
+def test_a_source_version_that_names_no_branch_is_a_clear_error(source_version: str) -> None:
+    with pytest.raises(build_driver.SourceVersionError) as raised:
+        build_driver.branch_from_source_version(source_version)
+    message = str(raised.value)
+    assert "names no branch" in message
+    assert "--source-version refs/heads/<branch>" in message
+    assert "LAYERCACHE_BRANCH" in message
+    assert "tag before a branch" in message  # why the bare name is not the safe form
+
+
+MANUAL_ENV = {
+    "LAYERCACHE_IMAGE_REPOSITORY_URI": "r/app",
+    "CODEBUILD_RESOLVED_SOURCE_VERSION": SHA,
+}
+
+
+def test_request_takes_the_branch_from_the_source_version_without_layercache_branch() -> None:
+    args = build_driver.parse_args([])
+    env = {**MANUAL_ENV, "CODEBUILD_SOURCE_VERSION": "refs/heads/feature/x"}
+    req = build_driver.request_from(args, env)
+    assert (req.branch, req.commit) == ("feature/x", SHA)
+    assert req.tags() == [SHA, "feature-x-0123456"]
+    assert req.moving_tags() == ["feature-x"]
+    # What a trigger passes wins over the source version.
+    env_with_branch = {**env, "LAYERCACHE_BRANCH": "main"}
+    assert build_driver.request_from(args, env_with_branch).branch == "main"
+    assert build_driver.request_from(build_driver.parse_args(["--branch", "b"]), env).branch == "b"
+
+
+@pytest.mark.parametrize("source_version", [SHA, "refs/tags/v1.0", "pr/12", "refs/pull/12/head"])
+def test_request_refuses_a_source_version_without_a_branch(source_version: str) -> None:
+    env = {**MANUAL_ENV, "CODEBUILD_SOURCE_VERSION": source_version}
+    with pytest.raises(SystemExit, match=r"--source-version refs/heads/<branch>"):
+        build_driver.request_from(build_driver.parse_args([]), env)
+
+
+def test_request_without_any_branch_says_where_one_comes_from() -> None:
+    with pytest.raises(
+        SystemExit, match=r"missing branch \(LAYERCACHE_BRANCH, or CODEBUILD_SOURCE"
+    ):
+        build_driver.request_from(build_driver.parse_args([]), MANUAL_ENV)
+
+
+FAKE_DIGEST = "sha256:" + "f" * 64
+FAKE_DOCKER = '''\
+#!{python}
+"""docker as the driver calls it: buildx version/inspect/build, login; argv is logged."""
+import json, pathlib, sys
+
+args = sys.argv[1:]
+with open({log!r}, "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if args[:2] == ["buildx", "version"]:
+    print("github.com/docker/buildx v0.13.1 deadbeef")
+elif args[:2] == ["buildx", "build"]:
+    def status(digest, name, cached=False):
+        vertex = {{"digest": digest, "name": name, "cached": cached,
+                  "started": "2026-11-29T10:00:00.1Z", "completed": "2026-11-29T10:00:01.1Z"}}
+        print(json.dumps({{"vertexes": [vertex]}}, indent=2))
+    status("d1", "[1/2] RUN make deps", cached=True)
+    status("d2", "[2/2] COPY . .")
+    status("d3", "exporting to image")
+    metadata = pathlib.Path(args[args.index("--metadata-file") + 1])
+    metadata.write_text(json.dumps({{"containerimage.digest": {digest!r}}}))
+elif args[:1] == ["login"]:
+    sys.stdin.read()
+'''
+FAKE_AWS = """\
+#!/bin/sh
+# `aws ecr get-login-password`: the driver's ECR login asks for a password.
+echo fake-password
+"""
+
+
+def project_env() -> dict[str, str]:
+    """ImageBuildProject's environment as the template declares it, with stand-in values."""
+    stand_ins = {
+        "ImageRepository.RepositoryUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app",
+        "DockerfilePath": "Dockerfile",
+        "BuildContext": ".",
+        "DefaultBranch": "main",
+        "BuildDriverBundle": "arn:aws:lambda:eu-west-1:123456789012:layer:driver:1",
+    }
+    env = {}
+    for item in resource("ImageBuildProject")["Properties"]["Environment"]["EnvironmentVariables"]:
+        value = item["Value"]
+        if isinstance(value, dict):
+            (intrinsic,) = value.values()
+            value = stand_ins[".".join(intrinsic) if isinstance(intrinsic, list) else intrinsic]
+        env[item["Name"]] = value
+    return env
+
+
+@pytest.fixture
+def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A docker that builds instantly, and an `aws` for the ECR login: (docker, argv log)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "docker-calls.jsonl"
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER.format(python=sys.executable, log=str(log), digest=FAKE_DIGEST))
+    (bin_dir / "aws").write_text(FAKE_AWS)
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return docker, log
+
+
+def docker_calls(log: Path) -> list[list[str]]:
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_the_readmes_manual_build_succeeds(
+    fake_docker: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`aws codebuild start-build --project-name <name> --source-version main`: CodeBuild
+    runs the driver with the project's environment, no LAYERCACHE_BRANCH or
+    LAYERCACHE_COMMIT, CODEBUILD_SOURCE_VERSION=main and the commit it resolved."""
+    docker, log = fake_docker
+    exports = tmp_path / "exports"
+    env = {
+        **project_env(),
+        "CODEBUILD_SOURCE_VERSION": "main",
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": SHA,
+        "LAYERCACHE_EXPORT_FILE": str(exports),
+        "LAYERCACHE_DOCKER": str(docker),
+    }
+    assert "LAYERCACHE_BRANCH" not in env
+
+    assert build_driver.main([], env) == 0
+
+    repo = env["LAYERCACHE_IMAGE_REPOSITORY_URI"]
+    (build,) = [call for call in docker_calls(log) if call[:2] == ["buildx", "build"]]
+    tags = [build[i + 1] for i, arg in enumerate(build) if arg == "--tag"]
+    assert tags == [f"{repo}:{SHA}", f"{repo}:main-0123456"]
+    assert f"type=registry,ref={repo}:cache-main,mode=max" in " ".join(build)
+    assert ["login", "--username", "AWS", "--password-stdin", repo.split("/")[0]] in docker_calls(
+        log
+    )
+    exported = subprocess.run(
+        ["bash", "-c", f". {exports}; env"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert f"LAYERCACHE_IMAGE_TAGS={SHA},main-0123456" in exported
+    assert "LAYERCACHE_MOVING_TAGS=main,latest" in exported
+    assert f"LAYERCACHE_IMAGE_DIGEST={FAKE_DIGEST}" in exported
+    log_text = capsys.readouterr().err
+    assert "branch 'main' from CODEBUILD_SOURCE_VERSION=main" in log_text
+    assert "start builds with --source-version refs/heads/main" in log_text  # the safe form
+
+
+def test_the_safe_manual_build_of_a_feature_branch_through_the_buildspec(
+    fake_docker: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`--source-version refs/heads/feature/x`, run as CodeBuild runs the buildspec: the
+    commit comes from CODEBUILD_RESOLVED_SOURCE_VERSION, the branch from the source
+    version, and both tag lists are exported."""
+    docker, _ = fake_docker
+    # The buildspec's `python3` is this interpreter: a pyenv shim would put its own
+    # directory (and a real `aws`) first on PATH.
+    (docker.parent / "python3").symlink_to(sys.executable)
+    dump = tmp_path / "exported"
+    script = tmp_path / "buildspec.sh"
+    script.write_text(
+        buildspec_script(BUILDSPEC_DATA, BUILDSPEC_DATA["env"]["exported-variables"], dump)
+    )
+    env = {
+        **project_env(),
+        "PATH": os.environ["PATH"],
+        "LAYERCACHE_DRIVER_DIR": str(DRIVER_PATH.parent),
+        "LAYERCACHE_DOCKER": str(docker),
+        "CODEBUILD_SOURCE_VERSION": "refs/heads/feature/x",
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": SHA,
+        "TMPDIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    exported = dict(item.split("=", 1) for item in dump.read_text().split("\0") if item)
+    assert exported["LAYERCACHE_IMAGE_TAGS"] == f"{SHA},feature-x-0123456"
+    assert exported["LAYERCACHE_MOVING_TAGS"] == "feature-x"
+    assert exported["LAYERCACHE_IMAGE_DIGEST"] == FAKE_DIGEST
+    assert "warning" not in result.stderr  # refs/heads/<branch> is the safe form
+
+
+@pytest.mark.parametrize("source_version", [SHA, "refs/tags/v1.0", "pr/12"])
+def test_a_manual_build_without_a_branch_fails_before_building(
+    source_version: str, fake_docker: tuple[Path, Path]
+) -> None:
+    docker, log = fake_docker
+    env = {
+        **project_env(),
+        "CODEBUILD_SOURCE_VERSION": source_version,
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": SHA,
+        "LAYERCACHE_DOCKER": str(docker),
+    }
+    with pytest.raises(SystemExit, match=r"names no branch.*refs/heads/<branch>"):
+        build_driver.main([], env)
+    assert docker_calls(log) == []

@@ -153,7 +153,8 @@ def test_triggers_only_hand_requests_on() -> None:
 def test_build_requests_go_through_a_fifo_queue_with_a_fifo_failure_queue() -> None:
     queue = resource("BuildRequestQueue")["Properties"]
     failed = resource("BuildRequestFailureQueue")["Properties"]
-    assert queue["FifoQueue"] is True and failed["FifoQueue"] is True
+    assert queue["FifoQueue"] is True
+    assert failed["FifoQueue"] is True
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
         "Fn::GetAtt": ["BuildRequestFailureQueue", "Arn"]
     }
