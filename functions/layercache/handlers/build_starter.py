@@ -57,6 +57,8 @@ def handle_record(record: SQSRecord) -> dict[str, Any]:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # One branch's failure holds back only that branch's later messages.
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    # All failed is still a partial response: every message goes back, none is lost.
+    processor.raise_on_entire_batch_failure = False
     response = process_partial_response(
         event=event, record_handler=handle_record, processor=processor, context=context
     )
