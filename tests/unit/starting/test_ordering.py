@@ -63,15 +63,19 @@ def replay(order: list[int], *, with_time: bool, tip: int | None) -> list[tuple[
 
 
 deliveries = st.integers(min_value=2, max_value=9).flatmap(
-    lambda n: st.lists(st.integers(1, n), min_size=n, max_size=3 * n)
-    .map(lambda extra: list(range(1, n + 1)) + extra)
-    .flatmap(st.permutations)
-    .map(lambda order: (n, order))
+    lambda n: (
+        st.lists(st.integers(1, n), min_size=n, max_size=3 * n)
+        .map(lambda extra: list(range(1, n + 1)) + extra)
+        .flatmap(st.permutations)
+        .map(lambda order: (n, order))
+    )
 )
 
 
 @given(deliveries)
-def test_with_push_times_the_newest_wins_and_the_head_never_goes_back(case: tuple[int, list[int]]) -> None:
+def test_with_push_times_the_newest_wins_and_the_head_never_goes_back(
+    case: tuple[int, list[int]],
+) -> None:
     newest, order = case
     seen = replay(order, with_time=True, tip=None)
     heads = [head for _, _, head in seen]
@@ -83,7 +87,9 @@ def test_with_push_times_the_newest_wins_and_the_head_never_goes_back(case: tupl
 
 
 @given(deliveries)
-def test_with_the_branch_tip_the_newest_wins_without_push_times(case: tuple[int, list[int]]) -> None:
+def test_with_the_branch_tip_the_newest_wins_without_push_times(
+    case: tuple[int, list[int]],
+) -> None:
     newest, order = case
     seen = replay(order, with_time=False, tip=newest)
     heads = [head for _, _, head in seen]
