@@ -25,6 +25,9 @@ logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
 
+# What a handled request became, beside BuildsStarted.
+OUTCOME_METRICS = {"stale": "RequestsStale", "duplicate": "RequestsDuplicate"}
+
 
 def handle_record(record: SQSRecord) -> dict[str, Any]:
     try:
@@ -41,7 +44,8 @@ def handle_record(record: SQSRecord) -> dict[str, Any]:
         "Request handled",
         extra={"action": outcome.action, "reason": outcome.reason, "build_id": outcome.build_id},
     )
-    metrics.add_metric(name=f"Requests_{outcome.action}", unit=MetricUnit.Count, value=1)
+    if outcome.action in OUTCOME_METRICS:
+        metrics.add_metric(name=OUTCOME_METRICS[outcome.action], unit=MetricUnit.Count, value=1)
     if outcome.started:
         metrics.add_metric(name="BuildsStarted", unit=MetricUnit.Count, value=1)
     if outcome.superseded:
