@@ -89,6 +89,10 @@ def test_the_planner_understands_what_buildx_pushes(rig: Rig, tmp_path: Path) ->
         (context / "src/app.txt").write_text(f"v{n}\n")
         outcome = rig.build(context, repository=repo, branch="main", commit=commit(n))
         assert outcome.ok, outcome.log[-4000:]
+        # The build pushes its immutable tags; the recorder then moves main and latest.
+        digest = outcome.variables["LAYERCACHE_IMAGE_DIGEST"]
+        for tag in outcome.variables["LAYERCACHE_MOVING_TAGS"].split(","):
+            rig.registry.move_tag(name, tag, digest)
 
     images = registry_images(rig, name)
     by_digest = {image.digest: image for image in images}
