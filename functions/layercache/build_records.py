@@ -446,18 +446,33 @@ class BuildsTable:
         )
 
     def query_index(
-        self, index: str, key_name: str, key_value: str, *, limit: int, newest_first: bool = True
+        self,
+        index: str,
+        key_name: str,
+        key_value: str,
+        *,
+        limit: int | None,
+        newest_first: bool = True,
     ) -> list[dict[str, Any]]:
-        response = self.client.query(
-            TableName=self.table_name,
-            IndexName=index,
-            KeyConditionExpression="#key = :key",
-            ExpressionAttributeNames={"#key": key_name},
-            ExpressionAttributeValues={":key": {"S": key_value}},
-            ScanIndexForward=not newest_first,
-            Limit=limit,
-        )
-        return [from_attribute_values(item) for item in response.get("Items", [])]
+        """Items of one index key, newest first; at most `limit`, or every page (None)."""
+        arguments: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": index,
+            "KeyConditionExpression": "#key = :key",
+            "ExpressionAttributeNames": {"#key": key_name},
+            "ExpressionAttributeValues": {":key": {"S": key_value}},
+            "ScanIndexForward": not newest_first,
+        }
+        if limit is not None:
+            arguments["Limit"] = limit
+        items: list[dict[str, Any]] = []
+        while True:
+            response = self.client.query(**arguments)
+            items.extend(from_attribute_values(item) for item in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if limit is not None or not last:
+                return items
+            arguments["ExclusiveStartKey"] = last
 
     # ------------------------------------------------------------ branch heads
     def branch_head(self, image: str, branch: str) -> BranchHead | None:

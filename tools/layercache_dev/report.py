@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer
 
-from layercache.build_records import INDEX_BY_DAY
+from layercache.build_records import INDEX_BY_DAY, BuildsTable
 from layercache.recording.build import seconds_text
 
 if TYPE_CHECKING:
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 
 WARM_THRESHOLD = 0.5
 FINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "FAULT", "STOPPED", "TIMED_OUT"})
-_deserializer = TypeDeserializer()
 
 
 @dataclass(frozen=True)
@@ -90,23 +88,13 @@ def fetch_builds(
     table_name: str, days: int, now: datetime, client: DynamoDBClient | None = None
 ) -> list[BuildRow]:
     """Every build requested in the last `days` days (today included), newest first."""
-    client = client or boto3.client("dynamodb")
+    table = BuildsTable(table_name, client or boto3.client("dynamodb"))
     rows: list[BuildRow] = []
     for back in range(days):
         day = (now.astimezone(UTC) - timedelta(days=back)).strftime("%Y-%m-%d")
-        paginator = client.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=table_name,
-            IndexName=INDEX_BY_DAY,
-            KeyConditionExpression="#day = :day",
-            ExpressionAttributeNames={"#day": "day"},
-            ExpressionAttributeValues={":day": {"S": day}},
-            ScanIndexForward=False,
-        ):
-            for raw in page.get("Items", []):
-                item = {name: _deserializer.deserialize(value) for name, value in raw.items()}
-                if str(item.get("pk", "")).startswith("BUILD#"):
-                    rows.append(row_from_item(item))
+        for item in table.query_index(INDEX_BY_DAY, "day", day, limit=None):
+            if str(item.get("pk", "")).startswith("BUILD#"):
+                rows.append(row_from_item(item))
     rows.sort(key=lambda row: row.requested_at, reverse=True)
     return rows
 
