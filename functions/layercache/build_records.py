@@ -169,7 +169,8 @@ class BranchHead:
     def advanced_to(self, commit: str, before: str | None, pushed_at: str | None) -> BranchHead:
         """This head moved forward to `commit` (the previous head and `before` are older)."""
         remembered = [c for c in (self.commit, before) if c and c != commit and set(c) != {"0"}]
-        older = tuple(dict.fromkeys([*remembered, *self.older]))[:HEAD_MEMORY]
+        known = [c for c in (*remembered, *self.older) if c != commit]
+        older = tuple(dict.fromkeys(known))[:HEAD_MEMORY]
         return replace(
             self,
             commit=commit,

@@ -37,6 +37,8 @@ class BuildRequest(BaseModel):
     # The branch's commit before the push, as the event says (GitHub `before`,
     # CodeCommit `oldCommitId`): the evidence that `commit` is newer than it.
     before: str | None = None
+    # A force push (GitHub `forced`): it may move the branch back to an older commit.
+    forced: bool = False
     trigger: Trigger
     mode: BuildMode = BuildMode.NORMAL
     # What makes two requests the same: the commit for pushes, the night for schedules.
@@ -64,12 +66,14 @@ class BuildRequest(BaseModel):
         build: bool,
         reason: str,
         delivery_id: str | None = None,
+        forced: bool = False,
     ) -> BuildRequest:
         return cls(
             image=image,
             branch=branch,
             commit=commit,
             before=before if before and set(before) != {"0"} else None,
+            forced=forced,
             trigger=trigger,
             occasion=commit,
             requested_at=requested_at,

@@ -1,8 +1,9 @@
 """Is a request newer than its branch head? A pure decision over what the events say.
 
 Evidence, strongest first:
-1. the chain: the head's own commit (same), a commit the head knows to be older (stale),
-   a push whose `before` is the head (newer);
+1. the chain: the head's own commit (same), a commit the head knows to be older (stale,
+   unless a force push from the head moved the branch back to it), a push whose `before`
+   is the head (newer);
 2. the branch's current tip, asked of the source (CodeCommit GetBranch, GitHub's API with
    a token): the tip is newest; any other commit is not, and the head stays where it
    is (the tip's own request moves it there, whenever it comes);
@@ -50,9 +51,12 @@ def place_request(
         return Placement(Place.NEWER, "first request of the branch")
     if commit == head.commit:
         return Placement(Place.SAME, "the branch head's own commit")
+    on_top_of_head = request.before is not None and request.before == head.commit
     if head.knows_older(commit):
+        if request.forced and on_top_of_head:
+            return Placement(Place.NEWER, f"force-pushed back from {head.commit}")
         return Placement(Place.STALE, f"older than {head.commit}, already seen")
-    if request.before is not None and request.before == head.commit:
+    if on_top_of_head:
         return Placement(Place.NEWER, f"pushed on top of {head.commit}")
     if not tip_known:
         return Placement(Place.NEWER, "unknown order: ask the branch tip", needs_tip=True)

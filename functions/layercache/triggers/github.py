@@ -143,6 +143,7 @@ class GitHubWebhookService:
             build=decision.build,
             reason=decision.reason,
             delivery_id=delivery_id,
+            forced=push.forced,
         )
         message_id = self.queue.send(request)
         logger.info("Build request handed on", extra={"message_id": message_id})

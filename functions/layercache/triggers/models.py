@@ -52,6 +52,7 @@ class GitHubPushEvent(_Lenient):
     after: str
     created: bool = False
     deleted: bool = False
+    forced: bool = False
     repository: GitHubRepository
     head_commit: GitHubCommit | None = None
     commits: list[GitHubCommit] = Field(default_factory=list)

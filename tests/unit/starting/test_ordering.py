@@ -139,3 +139,22 @@ def test_the_head_remembers_a_bounded_history() -> None:
     assert len(head.older) <= 64
     assert head.knows_older(commit(198))
     assert head.sequence == 199
+
+
+def test_a_force_push_back_to_an_older_commit_moves_the_head_back() -> None:
+    head = BranchHead(image="team/service", branch="main")
+    head = head.advanced_to(commit(1), None, None).advanced_to(commit(2), commit(1), None)
+    rewind = push(1, with_time=False).model_copy(update={"before": commit(2), "forced": True})
+    placement = place_request(head, rewind)
+    assert placement.place is Place.NEWER
+    head = head.advanced_to(commit(1), commit(2), None)
+    assert not head.knows_older(commit(1))
+    # A replay of the push that once made commit 2 the head does not undo the rewind.
+    assert place_request(head, push(2, with_time=False)).place is Place.STALE
+
+
+def test_a_replayed_older_push_that_is_not_forced_stays_stale() -> None:
+    head = BranchHead(image="team/service", branch="main")
+    head = head.advanced_to(commit(1), None, None).advanced_to(commit(2), commit(1), None)
+    replayed = push(1, with_time=False).model_copy(update={"before": commit(2)})
+    assert place_request(head, replayed).place is Place.STALE
