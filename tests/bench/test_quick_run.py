@@ -79,5 +79,31 @@ def test_results_are_written(quick_run: QuickRun) -> None:
     assert document["overhead"]["webhook"]["iterations"] == 20
     markdown = (quick_run.out / "results.md").read_text()
     assert "| base-image refresh | registry |" in markdown
+    assert "| StartBuild accepted at once | 20 |" in markdown
     assert "50 MB/s" in markdown
     assert (quick_run.out / "builds.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_the_webhook_answers_before_and_apart_from_start_build(quick_run: QuickRun) -> None:
+    """Within one run, never against a clock: the webhook only hands the request on, the
+    build starts after the answer, and a throttled StartBuild does not reach the answer."""
+    webhook = quick_run.results.overhead["webhook"]
+    assert webhook["aws_calls_by_operation"]["sqs:SendMessage"] == 1
+    assert not [
+        operation for operation in webhook["aws_calls_by_operation"] if "codebuild" in operation
+    ]
+    starter = webhook["starter"]
+    assert starter["aws_calls_by_operation"]["codebuild:StartBuild"] == 1
+    # Every delivery's StartBuild comes after its answer, so every order statistic does too.
+    assert webhook["until_start_build"]["median_ms"] > webhook["median_ms"]
+    assert webhook["until_start_build"]["p99_ms"] > webhook["p99_ms"]
+    throttled = webhook["throttled"]
+    assert throttled["deliveries"] >= 5
+    refusals = throttled["refusals_per_build"]
+    assert refusals >= 1
+    # Refused calls come back through the client's retries, in the same invocation.
+    assert throttled["start_build_calls_per_build"] == refusals + 1
+    assert throttled["starter_invocations_per_request"] == 1
+    assert throttled["until_start_build"]["median_ms"] > throttled["answer"]["median_ms"]
+    # The answer never waits on CodeBuild: throttling leaves it where it was.
+    assert throttled["answer"]["median_ms"] <= 3 * webhook["median_ms"]

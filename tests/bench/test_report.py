@@ -61,10 +61,22 @@ def make_results() -> Results:
             }
         },
         "webhook": {
-            "iterations": 500, "median_ms": 35.5, "p99_ms": 60.25, "max_ms": 80.0,
-            "own_median_ms": 6.5, "own_p99_ms": 9.0, "first_call_ms": 70.0,
-            "aws_calls_per_delivery": 6.0,
-            "aws_calls_by_operation": {"codebuild:StartBuild": 1.0, "dynamodb:PutItem": 2.0},
+            "iterations": 500, "median_ms": 3.5, "p99_ms": 6.25, "max_ms": 8.0,
+            "own_median_ms": 1.5, "own_p99_ms": 2.0, "first_call_ms": 12.0,
+            "aws_calls_per_delivery": 1.0, "aws_calls_by_operation": {"sqs:SendMessage": 1.0},
+            "until_start_build": {"median_ms": 25.0, "p99_ms": 60.5, "max_ms": 70.0},
+            "starter": {
+                "median_ms": 60.0, "p99_ms": 200.0, "max_ms": 230.0, "own_median_ms": 10.0,
+                "own_p99_ms": 30.0, "first_call_ms": 45.0, "aws_calls_per_request": 8.0,
+                "aws_calls_by_operation": {"codebuild:StartBuild": 1.0, "dynamodb:GetItem": 2.0},
+            },
+            "throttled": {
+                "deliveries": 50, "refusals_per_build": 3, "start_build_calls_per_build": 4.0,
+                "starter_invocations_per_request": 1.0,
+                "answer": {"median_ms": 3.25, "p99_ms": 7.0, "max_ms": 7.0},
+                "until_start_build": {"median_ms": 2400.0, "p99_ms": 5100.0, "max_ms": 5100.0},
+                "starter": {"median_ms": 2450.0, "p99_ms": 5150.0, "max_ms": 5150.0},
+            },
         },
         "pruner": {
             "plain": {"images": 10000, "median_ms": 110.0, "runs": 5, "kept": 422,
@@ -113,10 +125,40 @@ def test_markdown_states_machine_rate_and_every_cell() -> None:
     assert "| unchanged | 40.0 | 10.0 | 2.0 | 1.5 | 0.5 |" in markdown
     assert "| unchanged | registry | 1.5 | 0.04x | 0.15x | 1.0 KB | 7 B | 6/12 |" in markdown
     assert "| change halfway vs warm local builder |" in markdown
-    assert "| whole call, moto's AWS included | 35.5 | 60.2 |" in markdown
+    assert "| whole call, moto's AWS included | 3.5 | 6.2 |" in markdown
+    assert "1 AWS calls per delivery (sqs:SendMessage 1)" in markdown
     assert "60 (ecr:BatchGetImage 50, ecr:DescribeImages 10)" in markdown
     for scenario in SCENARIOS:
         assert markdown.count(f"| {scenario} | ") == 1 + len(STRATEGIES)
+
+
+def test_webhook_answer_beside_the_time_until_start_build() -> None:
+    results = make_results()
+    markdown = results_markdown(results, check_targets(results))
+    assert "| StartBuild accepted at once | 500 | 3.5 / 6.2 | 25.0 / 60.5 | 60.0 / 200.0 |" in (
+        markdown
+    )
+    assert (
+        "| StartBuild throttled, 3 refusals per build | 50 | 3.2 / 7.0 | 2400.0 / 5100.0 | "
+        "2450.0 / 5150.0 |" in markdown
+    )
+    assert "8 AWS calls per request (codebuild:StartBuild 1, dynamodb:GetItem 2)" in markdown
+    assert "4 StartBuild calls per build in 1 invocation(s) per request" in markdown
+
+
+def test_results_from_before_the_queue_render_as_they_were() -> None:
+    """A results.json whose webhook started the build itself has no time until StartBuild."""
+    results = make_results()
+    results.overhead["webhook"] = {
+        "iterations": 500, "median_ms": 35.5, "p99_ms": 60.25, "max_ms": 80.0,
+        "own_median_ms": 6.5, "own_p99_ms": 9.0, "first_call_ms": 70.0,
+        "aws_calls_per_delivery": 6.0,
+        "aws_calls_by_operation": {"codebuild:StartBuild": 1.0, "dynamodb:PutItem": 2.0},
+    }  # fmt: skip
+    markdown = results_markdown(results, check_targets(results))
+    assert "500 deliveries that each start a build (signature, decision, claim," in markdown
+    assert "| whole call, moto's AWS included | 35.5 | 60.2 |" in markdown
+    assert "until StartBuild" not in markdown
 
 
 def test_json_round_trips() -> None:

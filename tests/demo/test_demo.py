@@ -54,18 +54,27 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
     demo.wait_for("(serving)", STORY_TIMEOUT)
     summary = json.loads(summary_path.read_text())
 
-    # Exactly the pushes that should build started one build each; the redelivery and
-    # the forged delivery started none.
+    # The webhook answers every signed push 202 at once and hands it on; the starter,
+    # fed by BuildRequestQueue, started exactly one build for each push that should
+    # build: none for the redelivery, the older of the two reordered pushes or the
+    # forged delivery (which never reached the queue).
     deliveries = {d["name"]: (d["status"], d["builds_started"]) for d in summary["deliveries"]}
     assert deliveries == {
-        "push-main": (201, 1),
-        "redelivery": (200, 0),
-        "push-unchanged": (201, 1),
-        "push-halfway": (201, 1),
-        "push-new-branch": (201, 1),
+        "push-main": (202, 1),
+        "redelivery": (202, 0),
+        "push-unchanged": (202, 1),
+        "push-halfway": (202, 1),
+        "push-new-branch": (202, 1),
+        "reordered-newer": (202, 1),
+        "reordered-older": (202, 0),
         "bad-signature": (401, 0),
     }
+    actions = {d["name"]: d["action"] for d in summary["deliveries"]}
+    assert actions["redelivery"] == "duplicate"
+    assert actions["reordered-older"] == "stale"
+    assert actions["bad-signature"] is None
     assert summary["nightly"]["builds"] == 2
+    assert [r["action"] for r in summary["nightly"]["requests"]] == ["started", "started"]
 
     builds = {b["story"]: b for b in summary["builds"]}
     assert list(builds) == [
@@ -73,11 +82,12 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
         "unchanged",
         "halfway",
         "new-branch",
+        "reordered-newer",
         "nightly-feature/login",
         "nightly-main",
     ]
     assert all(b["status"] == "SUCCEEDED" for b in builds.values())
-    assert [b["number"] for b in summary["builds"]] == [1, 2, 3, 4, 5, 6]
+    assert [b["number"] for b in summary["builds"]] == [1, 2, 3, 4, 5, 6, 7]
     assert builds["cold"]["cache_hit_ratio"] == 0.0
     assert builds["cold"]["cache_status"] == "cold"
     assert builds["unchanged"]["cache_hit_ratio"] == 1.0
@@ -91,6 +101,46 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
     # A generous bound, since other builds may share the machine.
     assert builds["unchanged"]["seconds"] < 0.75 * builds["cold"]["seconds"]
     assert summary["warm_over_cold"] < 0.75
+
+    # The builds push only their immutable tags; BuildRecorderFunction published the
+    # moving ones (through ECR's BatchGetImage + PutImage, onto the local registry).
+    for build in builds.values():
+        sha7 = build["commit"][:7]
+        slug = build["branch"].replace("/", "-")
+        assert build["image_tags"] == [build["commit"], f"{slug}-{sha7}"]
+        moving = [slug, "latest"] if build["branch"] == "main" else [slug]
+        assert build["moving_tags"] == moving
+        assert build["tags_published"] == moving
+
+    # Two pushes delivered in reverse order: the newer commit's delivery first. Its
+    # build is the one published; the older request was stale and built nothing.
+    scene = summary["reordered"]
+    newer, older = scene["newer"], scene["older"]
+    assert scene["pushed"] == [older["commit"], newer["commit"]]
+    assert scene["delivered"] == [newer["commit"], older["commit"]]
+    assert (newer["action"], newer["built"]) == ("started", True)
+    assert newer["build_number"] == builds["reordered-newer"]["number"]
+    assert newer["image_digest"] == builds["reordered-newer"]["image_digest"]
+    assert newer["tags_published"] == ["main", "latest"]
+    assert scene["registry"] == {"main": newer["image_digest"], "latest": newer["image_digest"]}
+    assert scene["newer_published"] is True
+    assert older["action"] == "stale"
+    assert "older than" in older["reason"]
+    assert older["built"] is False
+    assert older["tags_published"] == []
+    assert not any(b["commit"] == older["commit"] for b in summary["builds"])
+    assert scene["older_published"] is False
+    head = scene["branch_head"]
+    assert head["commit"] == head["published_commit"] == newer["commit"]
+    assert head["published_digest"] == newer["image_digest"]
+    assert older["commit"] in head["older"]
+    # The closing lines say so too, as printed and in the summary.
+    assert summary["closing"] in demo.output
+    assert (
+        f"Out of order: {newer['commit'][:7]} delivered before its parent "
+        f"{older['commit'][:7]}; {older['commit'][:7]} stale, not built; main and latest on "
+        f"{newer['commit'][:7]}'s image."
+    ) in summary["closing"].splitlines()
 
     # The recorder wrote one record per build, with what the build really reported.
     records = {r["build_id"]: r for r in summary["records"]}
@@ -112,10 +162,14 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
     assert {"latest", "main", "cache-main", "feature-login", "cache-feature-login"} <= kept_tags
     branch_heads = [e for e in kept if {"main", "feature-login"} & set(e["tags"])]
     assert len(branch_heads) == 2
+    # The moving tags the pruner saw are the recorder's last publications: the refreshes.
+    heads = {tag: e["digest"] for e in branch_heads for tag in e["tags"]}
+    assert heads["main"] == heads["latest"] == builds["nightly-main"]["image_digest"]
+    assert heads["feature-login"] == builds["nightly-feature/login"]["image_digest"]
     assert sum(1 for e in kept if reason(e) == "child-of-kept-index") == 4
-    first, second = builds["cold"]["commit"][:7], builds["unchanged"]["commit"][:7]
+    older_builds = [builds[story]["commit"][:7] for story in ("cold", "unchanged", "halfway")]
     deleted_tags = {tag for entry in deleted for tag in entry["tags"]}
-    assert {f"main-{first}", f"main-{second}"} <= deleted_tags
+    assert {f"main-{sha7}" for sha7 in older_builds} <= deleted_tags
     assert any(reason(e) == "superseded-cache" for e in deleted)
     kept_digests = {entry["digest"] for entry in kept}
     assert pruning["dry_run"]["dry_run"] is True
@@ -126,9 +180,9 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
     assert set(pruning["registry_remaining"]) == kept_digests
 
     # The report table, printed by the demo and in the summary.
-    assert "Recent builds (6 of 6" in summary["report"]
+    assert "Recent builds (7 of 7" in summary["report"]
     assert "layercache report" in demo.output
-    assert re.search(r"main\s+4\s+100% \(4/4\)", summary["report"])
+    assert re.search(r"main\s+5\s+100% \(5/5\)", summary["report"])
     assert re.search(r"feature/login\s+2\s+100% \(2/2\)", summary["report"])
 
     # --serve: the resources and records are there for sam local invoke and the report.
@@ -142,6 +196,8 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
     ]
     assert aws_client("ecr", port).describe_repositories(repositoryNames=["layercache/demo"])
     assert aws_client("sns", port).list_topics()["Topics"]
+    queue = aws_client("sqs", port).get_queue_url(QueueName="layercache-build-requests.fifo")
+    assert queue["QueueUrl"]
     table = subprocess.run(
         [sys.executable, "-m", "layercache_dev.cli", "report", "--table", "layercache-builds"],
         env={**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"},
@@ -150,7 +206,7 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
         check=True,
         cwd=ROOT,
     ).stdout
-    assert "Recent builds (6 of 6" in table
+    assert "Recent builds (7 of 7" in table
     assert re.search(r"github\s+normal\s+SUCCEEDED\s+\d+s\s+100%", table)  # unchanged
     assert re.search(r"github\s+normal\s+SUCCEEDED\s+\d+s\s+0%", table)  # cold
 
@@ -167,7 +223,7 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
 def test_ctrl_c_mid_build_stops_everything(demos: Demos) -> None:
     demo = demos.start([])
     builder = demo.wait_for("builder lc-rig-", 120).rsplit("builder ", 1)[1].split()[0]
-    demo.wait_for("(the first build): 201", 60)
+    demo.wait_for("(the first build): 202", 60)
     # The first (cold) build takes several seconds: interrupt it halfway.
     subprocess.run(["sleep", "3"], check=True)
     demo.ctrl_c()

@@ -1,16 +1,22 @@
-"""The pipeline's own overhead: cold-start imports, the webhook's latency, the pruner's plan.
+"""The pipeline's own overhead: cold-start imports, the webhook's answer and the time until
+StartBuild, the pruner's plan.
 
 - imports: each function's handler module imported in a fresh interpreter per
   measurement (after one unmeasured run that writes the bytecode caches), timed around
   the import alone;
 - webhook: `layercache.handlers.github_webhook.handler` called in-process against moto
-  with the template's own environment, one new commit per delivery, so each call
-  verifies the signature, decides, claims the commit in DynamoDB and calls StartBuild;
+  with the template's own environment, one signed push of a new commit per delivery, timed
+  until it answers 202 (it verifies the signature, decides and sends one BuildRequest to
+  BuildRequestQueue, SQS FIFO). Right after each answer the queue is polled as Lambda's
+  event source would (`FifoEventSource`) and BuildStarterFunction's handler invoked; the
+  time until StartBuild runs from the delivery's arrival until CodeBuild (moto, made to
+  answer as CodeBuild does by `CodeBuildLike`) accepted the build. A tenth of the
+  deliveries (at least 5), spread among the others, meet StartBuild throttled;
 - pruner: `make_plan` on plain data, and `dry_run_plan` against moto's ECR seeded with
   the same manifests, DescribeImages paged as ECR pages it (moto returns one page).
 
 The webhook and the moto part run in a child process (`python -m
-layercache_dev.bench_overhead PART --out FILE`): moto's patching, the function's
+layercache_dev.bench_overhead PART --size N --out FILE`): moto's patching, the functions'
 environment and the Powertools log lines stay out of the benchmark's own process.
 """
 
@@ -32,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+from layercache import aws as aws_budget
 from layercache.pruning.model import (
     BUILDKIT_CACHE_CONFIG,
     OCI_INDEX,
@@ -152,20 +159,97 @@ def _count_calls() -> Counter[str]:
     return calls
 
 
+# CodeBuild refuses this many StartBuild attempts of each throttled build: the most the
+# starter's client (standard retry mode, jittered exponential backoff) absorbs within one
+# invocation, so the build starts as soon as the throttling ends.
+THROTTLED_REFUSALS = aws_budget.STANDARD.attempts - 1
+# A throttled delivery waits out real backoff (seconds): time fewer of them.
+THROTTLED_SHARE = 10
+MIN_THROTTLED = 5
+MAX_STARTER_POLLS = 5
+
+
+@dataclass(frozen=True)
+class DeliveryTimes:
+    """One delivery, from its arrival at the webhook to the StartBuild of its build."""
+
+    throttled: bool
+    answer_ms: float  # the webhook called until it returned 202
+    answer_own_ms: float  # the same, time inside moto taken out
+    until_start_ms: float  # the delivery's arrival until StartBuild accepted its build
+    starter_ms: float  # BuildStarterFunction's invocation(s) for the request
+    starter_own_ms: float
+    start_attempts: int  # StartBuild calls CodeBuild received (refused ones included)
+    invocations: int  # starter invocations until the build started
+    webhook_calls: Counter[str]
+    starter_calls: Counter[str]
+
+
+def throttled_deliveries(iterations: int) -> int:
+    return max(MIN_THROTTLED, iterations // THROTTLED_SHARE)
+
+
+def delivery_schedule(iterations: int, throttled: int) -> list[bool]:
+    """Which deliveries have StartBuild throttled: `throttled` of them, spread evenly among
+    the `iterations` others, so both kinds meet a table of the same size."""
+    total = iterations + throttled
+    marked = {(2 * n + 1) * total // (2 * throttled) for n in range(throttled)}
+    return [position in marked for position in range(total)]
+
+
+def _summary(samples: Sequence[float]) -> dict[str, float]:
+    return {
+        "median_ms": round(statistics.median(samples), 2),
+        "p99_ms": round(percentile(samples, 0.99), 2),
+        "max_ms": round(max(samples), 2),
+    }
+
+
+def _per_delivery(counters: Sequence[Counter[str]]) -> dict[str, float]:
+    total: Counter[str] = Counter()
+    for counter in counters:
+        total.update(counter)
+    return {k: round(v / len(counters), 3) for k, v in sorted(total.items())}
+
+
+def _start_build_times() -> list[tuple[float, str]]:
+    """(perf_counter, build id) of every StartBuild CodeBuild accepted, as the caller got it."""
+    import boto3
+
+    accepted: list[tuple[float, str]] = []
+
+    def record(http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
+        if http_response.status_code < 300 and "build" in parsed:
+            accepted.append((time.perf_counter(), str(parsed["build"]["id"])))
+
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("after-call.codebuild.StartBuild", record)
+    return accepted
+
+
 def webhook_latency(iterations: int) -> dict[str, Any]:
-    """The webhook handler in-process on moto: one build-starting delivery per iteration."""
+    """The webhook and the build starter in-process on moto, as template.yaml wires them.
+
+    Each delivery is a signed push of a new commit on top of the previous one. The webhook
+    is timed until it answers; right after, BuildRequestQueue is polled as Lambda's event
+    source would and BuildStarterFunction invoked with what it holds; the time until
+    StartBuild runs from the delivery's arrival until CodeBuild accepted the build. A
+    share of the deliveries meet CodeBuild refusing StartBuild THROTTLED_REFUSALS times.
+    """
     import boto3
     from moto import mock_aws
 
+    from layercache.build_records import BuildsTable, BuildStatus, build_pk
     from layercache_dev.embedded_aws import StackNames, deploy_stack
-    from layercache_dev.github_events import (
-        fake_sha,
-        function_url_event,
-        push_payload,
-    )
+    from layercache_dev.github_events import fake_sha, function_url_event, push_payload
+    from layercache_dev.moto_codebuild import codebuild_like
+    from layercache_dev.sqs_source import FifoEventSource
 
-    with mock_aws():
+    throttled = throttled_deliveries(iterations)
+    schedule = [False, *delivery_schedule(iterations, throttled)]  # the first one warms up
+    with mock_aws(), codebuild_like() as codebuild:
         calls = _count_calls()
+        accepted = _start_build_times()
         stack = deploy_stack(
             lambda service: boto3.client(service, region_name=REGION),  # type: ignore[call-overload]
             endpoint="",  # moto's in-process mock
@@ -175,53 +259,124 @@ def webhook_latency(iterations: int) -> dict[str, Any]:
             ),
         )
         os.environ.update(stack.environment("GitHubWebhookFunction"))
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        os.environ.update(stack.environment("BuildStarterFunction"))
+        table = BuildsTable(stack.table_name, boto3.client("dynamodb", region_name=REGION))
 
+        from layercache.handlers.build_starter import handler as starter_handler
         from layercache.handlers.github_webhook import handler
 
         in_aws = _time_inside_moto()
-        context = FakeLambdaContext("layercache-bench", aws_request_id="bench")
-        events = [
-            function_url_event("push", push_payload(after=fake_sha(f"bench commit {n}")))
-            for n in range(iterations + 1)
-        ]
-        totals: list[float] = []
-        own: list[float] = []
-        before: Counter[str] = Counter()
-        for number, event in enumerate(events):
-            if number == 1:
-                before = Counter(calls)
-            aws_before = in_aws[0]
+        # The starter's invocations: (seconds, seconds inside moto, AWS calls made).
+        invocations: list[tuple[float, float, Counter[str]]] = []
+
+        def timed_starter(event: dict[str, Any], context: Any) -> Any:
+            calls_before, aws_before = Counter(calls), in_aws[0]
             started = time.perf_counter()
+            try:
+                return starter_handler(event, context)
+            finally:
+                elapsed = time.perf_counter() - started
+                invocations.append((elapsed, in_aws[0] - aws_before, calls - calls_before))
+
+        source = FifoEventSource(
+            boto3.client("sqs", region_name=REGION), stack.queue_url, timed_starter
+        )
+        context = FakeLambdaContext("layercache-bench", aws_request_id="bench")
+        head = fake_sha("bench base")
+        events = []
+        for number in range(len(schedule)):
+            commit = fake_sha(f"bench commit {number}")
+            events.append(function_url_event("push", push_payload(after=commit, before=head)))
+            head = commit
+        times: list[DeliveryTimes] = []
+        for event, throttle in zip(events, schedule, strict=True):
+            codebuild.throttle(THROTTLED_REFUSALS if throttle else 0)
+            start_calls, seen_starts, seen_invocations = (
+                codebuild.start_calls, len(accepted), len(invocations)
+            )  # fmt: skip
+            calls_before, aws_before = Counter(calls), in_aws[0]
+            arrived = time.perf_counter()
             response = handler(event, context)
-            elapsed = time.perf_counter() - started
-            if response["statusCode"] != 201:
+            answered = time.perf_counter()
+            answer_in_aws = in_aws[0] - aws_before
+            webhook_calls = calls - calls_before
+            if response["statusCode"] != 202 or "request_id" not in json.loads(response["body"]):
                 raise RuntimeError(f"the webhook answered {response}")
-            totals.append(elapsed * 1000)
-            own.append((elapsed - (in_aws[0] - aws_before)) * 1000)
-            # The build ends before the next push, as the recorder would then record it: the
-            # next delivery finds no running build of the branch to supersede.
-            build_id = json.loads(response["body"])["build_id"]
-            dynamodb.update_item(
-                TableName=stack.table_name,
-                Key={"pk": {"S": f"BUILD#{build_id}"}},
-                UpdateExpression="SET #s = :s",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":s": {"S": "SUCCEEDED"}},
+            failure: Exception | None = None
+            for _ in range(MAX_STARTER_POLLS):
+                try:
+                    source.poll_once()
+                except Exception as error:  # noqa: BLE001 - the batch failed; it comes back
+                    failure = error
+                if len(accepted) > seen_starts:
+                    break
+            if len(accepted) != seen_starts + 1:
+                raise RuntimeError(
+                    f"{len(accepted) - seen_starts} builds started for a delivery"
+                ) from failure
+            started_at, build_id = accepted[-1]
+            runs = invocations[seen_invocations:]
+            times.append(
+                DeliveryTimes(
+                    throttled=throttle,
+                    answer_ms=(answered - arrived) * 1000,
+                    answer_own_ms=(answered - arrived - answer_in_aws) * 1000,
+                    until_start_ms=(started_at - arrived) * 1000,
+                    starter_ms=sum(run[0] for run in runs) * 1000,
+                    starter_own_ms=sum(run[0] - run[1] for run in runs) * 1000,
+                    start_attempts=codebuild.start_calls - start_calls,
+                    invocations=len(runs),
+                    webhook_calls=webhook_calls,
+                    starter_calls=sum((run[2] for run in runs), Counter()),
+                )
             )
-        by_operation = calls - before
-        by_operation["dynamodb:UpdateItem"] -= iterations  # the recorder's stand-in above
-    samples, own_samples = totals[1:], own[1:]
+            # The build ends before the next push, as the recorder would then record it: the
+            # next request finds no running build of the branch to supersede.
+            codebuild.finish(build_id)
+            table.set_fields(build_pk(build_id), {"status": BuildStatus.SUCCEEDED.value})
+    return webhook_figures(times)
+
+
+def webhook_figures(times: Sequence[DeliveryTimes]) -> dict[str, Any]:
+    first, measured = times[0], times[1:]
+    plain = [t for t in measured if not t.throttled]
+    throttled = [t for t in measured if t.throttled]
+    webhook_calls = _per_delivery([t.webhook_calls for t in plain])
+    starter_calls = _per_delivery([t.starter_calls for t in plain])
+    answer = _summary([t.answer_ms for t in plain])
+    starter = _summary([t.starter_ms for t in plain])
     return {
-        "iterations": iterations,
-        "median_ms": round(statistics.median(samples), 2),
-        "p99_ms": round(percentile(samples, 0.99), 2),
-        "max_ms": round(max(samples), 2),
-        "own_median_ms": round(statistics.median(own_samples), 2),
-        "own_p99_ms": round(percentile(own_samples, 0.99), 2),
-        "first_call_ms": round(totals[0], 2),
-        "aws_calls_per_delivery": round(sum(by_operation.values()) / iterations, 2),
-        "aws_calls_by_operation": {k: v / iterations for k, v in sorted(by_operation.items())},
+        # The webhook's answer: called with a signed push until it returned 202.
+        "iterations": len(plain),
+        **answer,
+        "own_median_ms": round(statistics.median(t.answer_own_ms for t in plain), 2),
+        "own_p99_ms": round(percentile([t.answer_own_ms for t in plain], 0.99), 2),
+        "first_call_ms": round(first.answer_ms, 2),
+        "aws_calls_per_delivery": round(sum(webhook_calls.values()), 3),
+        "aws_calls_by_operation": webhook_calls,
+        # From the delivery's arrival until CodeBuild accepted its StartBuild.
+        "until_start_build": _summary([t.until_start_ms for t in plain]),
+        "starter": {
+            **starter,
+            "own_median_ms": round(statistics.median(t.starter_own_ms for t in plain), 2),
+            "own_p99_ms": round(percentile([t.starter_own_ms for t in plain], 0.99), 2),
+            "first_call_ms": round(first.starter_ms, 2),
+            "aws_calls_per_request": round(sum(starter_calls.values()), 3),
+            "aws_calls_by_operation": starter_calls,
+        },
+        "throttled": {
+            "deliveries": len(throttled),
+            "refusals_per_build": THROTTLED_REFUSALS,
+            "start_build_calls_per_build": round(
+                statistics.mean(t.start_attempts for t in throttled), 2
+            ),
+            "starter_invocations_per_request": round(
+                statistics.mean(t.invocations for t in throttled), 2
+            ),
+            "answer": _summary([t.answer_ms for t in throttled]),
+            "until_start_build": _summary([t.until_start_ms for t in throttled]),
+            "starter": _summary([t.starter_ms for t in throttled]),
+        },
     }
 
 

@@ -5,10 +5,14 @@ starts a local registry and a standalone BuildKit (the rig of tests/docker), and
 story through the real handlers, called in this process with the environment
 template.yaml gives each function:
 
-  signed GitHub pushes -> GitHubWebhookFunction -> StartBuild -> a real build of the
-  buildspec and its driver (demo_codebuild.LocalCodeBuild) -> "Build State Change"
-  events -> BuildRecorderFunction -> BuildsTable; NightlyRebuildFunction's refresh;
-  ImagePrunerFunction, dry run then for real; `layercache report`.
+  signed GitHub pushes -> GitHubWebhookFunction (answers 202) -> BuildRequestQueue
+  (SQS FIFO) -> BuildStarterFunction, as Lambda's event source polls it -> StartBuild ->
+  a real build of the buildspec and its driver (demo_codebuild.LocalCodeBuild), which
+  pushes only the immutable tags -> "Build State Change" events ->
+  BuildRecorderFunction -> BuildsTable, and the moving tags (`main`, `latest`) moved
+  through ECR (BatchGetImage + PutImage, acting on the local registry: demo_ecr);
+  two pushes delivered in reverse order, the newer one winning; NightlyRebuildFunction's
+  refresh; ImagePrunerFunction, dry run then for real; `layercache report`.
 
 Function logs and metrics go to <workdir>/logs/functions.log, each build's log to
 <workdir>/builds/<number>.log (`--keep` leaves them). Without a Docker engine it says
@@ -24,6 +28,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -31,15 +36,17 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from layercache.build_records import BranchHead, BuildsTable
 from layercache_dev import report
 from layercache_dev.demo_codebuild import (
+    Commit,
     LocalCodeBuild,
     PendingBuild,
     RanBuild,
@@ -50,12 +57,14 @@ from layercache_dev.demo_ecr import (
     ecr_digests,
     ecr_like_deletes,
     mirror_registry,
+    registry_backed_images,
     registry_manifests,
 )
-from layercache_dev.embedded_aws import FAKE_CREDENTIALS, REGION, EmbeddedAws, Stack
+from layercache_dev.embedded_aws import FAKE_CREDENTIALS, REGION, EmbeddedAws, Stack, StackNames
 from layercache_dev.github_events import ZERO_SHA, function_url_event, push_payload
 from layercache_dev.lambda_context import FakeLambdaContext
 from layercache_dev.rig import ROOT, SAMPLE_DOCKERFILE, Rig, RigError, missing_prerequisites
+from layercache_dev.sqs_source import FifoEventSource
 from layercache_dev.template import function_handler
 
 DOCKERFILE = SAMPLE_DOCKERFILE  # see the rig
@@ -71,6 +80,9 @@ PRUNE_POLICY = {"PruneKeepPerBranch": "1", "PruneKeepDays": "0"}
 # The pruner keeps anything younger than an hour; the mirrored images are dated back so.
 BACKDATE = timedelta(hours=2)
 SERVING = "(serving)"
+# What the starter reports for a request whose build it started (or found started).
+STARTED_ACTIONS = ("started", "adopted")
+FULL_SHA = re.compile(r"\b[0-9a-f]{40}\b")
 NO_ENGINE_HELP = (
     "on Debian 12 run `sudo .ci/setup-docker`; elsewhere install Docker with buildx 0.12+, "
     "Debian's docker-registry and busybox-static, and a standalone buildkitd"
@@ -162,7 +174,22 @@ class LocalFunctions:
     def close(self) -> None:
         self._log.close()
 
-    def invoke(self, logical_id: str, event: Mapping[str, Any], **overrides: str) -> dict[str, Any]:
+    def handler(self, logical_id: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+        """The function as an event source calls it: (event, context), in its environment."""
+
+        def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            return self.invoke(logical_id, event, context=context)
+
+        return invoke
+
+    def invoke(
+        self,
+        logical_id: str,
+        event: Mapping[str, Any],
+        *,
+        context: Any = None,
+        **overrides: str,
+    ) -> dict[str, Any]:
         env = self.stack.environment(logical_id, **overrides)
         with (
             _environment(env),
@@ -174,7 +201,8 @@ class LocalFunctions:
                 _reset_services(logical_id)
                 self._last_env[logical_id] = env
             result: dict[str, Any] = handler(
-                dict(event), FakeLambdaContext(f"layercache-{logical_id}", region=REGION)
+                dict(event),
+                context or FakeLambdaContext(f"layercache-{logical_id}", region=REGION),
             )
         self._log.flush()
         return result
@@ -228,6 +256,10 @@ def _reset_services(logical_id: str) -> None:
         from layercache.triggers import wiring
 
         wiring.reset()
+    elif logical_id == "BuildStarterFunction":
+        from layercache.starting import wiring as starting
+
+        starting.reset()
     elif logical_id == "BuildRecorderFunction":
         from layercache.handlers import build_recorder
 
@@ -252,44 +284,129 @@ class Demo:
     functions: LocalFunctions
     codebuild: LocalCodeBuild
     source: SourceRepository
+    # Lambda's event source mapping: BuildRequestQueue -> BuildStarterFunction.
+    starter: FifoEventSource
+    # Undoes `registry_backed_images`: from then on the embedded ECR is moto's own.
+    release_registry: Callable[[], None]
     summary: dict[str, Any] = field(default_factory=dict)
     recorded: list[dict[str, Any]] = field(default_factory=list)
+    last_pushed_at: int = 0
 
-    # -- one delivery, and the builds it starts
+    # -- one delivery, the requests it hands on, and the builds they start
+
+    def push(
+        self, commit: Commit, changed: list[str], *, before: str | None = None
+    ) -> dict[str, Any]:
+        """The signed delivery of a push of `commit` (the first of its branch without
+        `before`). Its `repository.pushed_at` is when it was pushed: each push a second
+        after the one before, in the order the pushes are made."""
+        self.last_pushed_at = max(int(time.time()), self.last_pushed_at + 1)
+        payload = push_payload(
+            ref=f"refs/heads/{commit.branch}",
+            after=commit.sha,
+            before=before or ZERO_SHA,
+            changed=changed,
+            message=commit.message,
+            created=before is None,
+        )
+        payload["repository"]["pushed_at"] = self.last_pushed_at
+        return function_url_event("push", payload)
 
     def deliver(
         self,
         name: str,
         label: str,
+        commit: Commit | None,
         event: dict[str, Any],
         expected_status: int,
         story: str | None = None,
+        *,
+        start: bool = True,
     ) -> dict[str, Any]:
+        """Deliver `event` (the push of `commit`; None for one not from GitHub) to
+        GitHubWebhookFunction; unless `start=False`, then let the starter take what it
+        handed on and run the builds it started."""
         with self.progress.step(label) as step:
             response = self.functions.invoke("GitHubWebhookFunction", event)
             status = int(response["statusCode"])
             body = _json_or_text(response.get("body", ""))
-            build_id = body.get("build_id") if isinstance(body, dict) else None
             message = body.get("message") if isinstance(body, dict) else body
             step.result = f"{status} {message or ''}".strip()
             if status != expected_status:
                 raise DemoError(f"expected {expected_status}, got {status}: {body}")
-        started = self.run_builds(story or name)
-        self.summary["deliveries"].append(
-            {
-                "name": name,
-                "status": status,
-                "build_id": build_id,
-                "builds_started": len(started),
-            }
-        )
-        return response
+        entry: dict[str, Any] = {
+            "name": name,
+            "status": status,
+            "message": message,
+            "request_id": body.get("request_id") if isinstance(body, dict) else None,
+            "branch": commit.branch if commit else None,
+            "commit": commit.sha if commit else None,
+            "action": None,
+            "reason": None,
+            "build_id": None,
+            "builds_started": 0,
+        }
+        self.summary["deliveries"].append(entry)
+        if start:
+            self.start_requests([entry])
+            self.run_builds(story or name)
+        return entry
 
-    def run_builds(self, story: str) -> list[RanBuild]:
-        """Run every pending build; `story` names them in the summary ({branch} expands)."""
-        return [self.run_build(item, story) for item in self.codebuild.pending()]
+    def start_requests(self, entries: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+        """Poll BuildRequestQueue into BuildStarterFunction until it is empty, as Lambda's
+        event source mapping does; what the starter did with each request is read from
+        its logs ("Request placed", "Request handled"), as one would in CloudWatch.
+        Each delivery in `entries` gets the outcome of its request."""
+        with self.progress.step("  BuildRequestQueue -> BuildStarterFunction") as step:
+            mark = self.functions.log_mark()
+            polls = self.starter.drain()
+            outcomes = _starter_outcomes(self.functions.log_records(mark))
+            numbers = self._build_numbers()
+            for outcome in outcomes:
+                outcome["build_number"] = numbers.get(str(outcome.get("build_id")))
+            received = sum(poll.received for poll in polls)
+            failed = [message for poll in polls for message in poll.failed]
+            step.result = (
+                f"{received} request{'s' if received != 1 else ''}: "
+                + "; ".join(_outcome_text(o, numbers) for o in outcomes)
+                if received
+                else "the queue is empty: nothing to start"
+            )
+            if failed:
+                raise DemoError(f"{len(failed)} requests failed in BuildStarterFunction")
+        unmatched = list(outcomes)
+        for entry in entries:
+            for outcome in unmatched:
+                if (outcome.get("branch"), outcome.get("commit")) == (
+                    entry["branch"],
+                    entry["commit"],
+                ):
+                    unmatched.remove(outcome)
+                    entry.update(
+                        {
+                            "place": outcome.get("place"),
+                            "placement": outcome.get("placement"),
+                            "action": outcome.get("action"),
+                            "reason": outcome.get("reason"),
+                            "build_id": outcome.get("build_id"),
+                            "builds_started": int(outcome.get("action") in STARTED_ACTIONS),
+                        }
+                    )
+                    break
+        return outcomes
 
-    def run_build(self, item: PendingBuild, story: str) -> RanBuild:
+    def _build_numbers(self) -> dict[str, int]:
+        """Build id -> CodeBuild's build number, for the builds run and those pending."""
+        numbers = {str(b["build_id"]): int(b["number"]) for b in self.summary["builds"]}
+        numbers.update({str(item.build["id"]): item.number for item in self.codebuild.pending()})
+        return numbers
+
+    def run_builds(self, story: str, names: Mapping[str, str] | None = None) -> list[RanBuild]:
+        """Run every pending build; `story` names them in the summary ({branch} expands),
+        `names` by commit where a scene must tell its builds apart."""
+        return [self.run_build(item, story, names or {}) for item in self.codebuild.pending()]
+
+    def run_build(self, item: PendingBuild, story: str, names: Mapping[str, str]) -> RanBuild:
         env = item.environment
         label = (
             f"  build #{item.number} of {env.get('LAYERCACHE_BRANCH')} "
@@ -302,24 +419,28 @@ class Demo:
             cached = f"{variables.get('LAYERCACHE_CACHED_STEPS', '?')}/"
             cached += f"{variables.get('LAYERCACHE_TOTAL_STEPS', '?')} steps cached"
             ref = variables.get("LAYERCACHE_CACHE_REF_HIT", "none").rsplit(":", 1)[-1]
-            records = [str(r.get("status")) for r in self.recorded[recorded_before:]]
+            answers = self.recorded[recorded_before:]
+            records = [str(r.get("status")) for r in answers]
+            published = [str(t) for r in answers for t in r.get("tags_published") or []]
             step.result = (
                 f"{ran.status} at {ran.commit.short}, buildspec {ran.seconds:.1f}s, {cached}"
                 f" ({variables.get('LAYERCACHE_CACHE_STATUS', '?')}"
                 + (f", from {ref}" if ref != "none" else "")
                 + f"); recorded {' -> '.join(records)}"
+                + (f", published {', '.join(published)}" if published else ", published nothing")
             )
             if ran.status != "SUCCEEDED":
                 raise DemoError(f"build #{ran.number} {ran.status}; log: {ran.log_path}")
         self.summary["builds"].append(
             {
-                "story": story.format(branch=ran.branch),
+                "story": names.get(ran.commit.sha) or story.format(branch=ran.branch),
                 "number": ran.number,
                 "build_id": ran.build_id,
                 "branch": ran.branch,
                 "commit": ran.commit.sha,
                 "trigger": ran.environment.get("LAYERCACHE_TRIGGER"),
                 "mode": ran.environment.get("LAYERCACHE_MODE"),
+                "sequence": ran.environment.get("LAYERCACHE_SEQUENCE"),
                 "status": ran.status,
                 "seconds": round(ran.seconds, 2),
                 "total_seconds": round(ran.total_seconds, 2),
@@ -328,6 +449,10 @@ class Demo:
                 "total_steps": int(variables.get("LAYERCACHE_TOTAL_STEPS", "0")),
                 "cache_status": variables.get("LAYERCACHE_CACHE_STATUS"),
                 "cache_ref_hit": variables.get("LAYERCACHE_CACHE_REF_HIT"),
+                "image_digest": variables.get("LAYERCACHE_IMAGE_DIGEST"),
+                "image_tags": variables.get("LAYERCACHE_IMAGE_TAGS", "").split(","),
+                "moving_tags": variables.get("LAYERCACHE_MOVING_TAGS", "").split(","),
+                "tags_published": published,
             }
         )
         return ran
@@ -338,19 +463,20 @@ class Demo:
         self.summary.update({"deliveries": [], "builds": []})
         source = self.source
         first = source.commit(DEFAULT_BRANCH, "Add the service", FIRST_COMMIT)
-        push = _push(first.sha, DEFAULT_BRANCH, list(FIRST_COMMIT), first.message, created=True)
+        push = self.push(first, list(FIRST_COMMIT))
         self.deliver(
-            "push-main", f"push {first.short} to main (the first build)", push, 201, "cold"
+            "push-main", f"push {first.short} to main (the first build)", first, push, 202, "cold"
         )
-        self.deliver("redelivery", "GitHub redelivers that push", push, 200)
+        self.deliver("redelivery", "GitHub redelivers that push", first, push, 202)
 
         readme = {"README.md": "# service\n\nBuilt and cached by layercache.\n"}
         second = source.commit(DEFAULT_BRANCH, "Explain the service in the README", readme)
         self.deliver(
             "push-unchanged",
             f"push {second.short} to main (README only: no layer depends on it)",
-            _push(second.sha, DEFAULT_BRANCH, list(readme), second.message, before=first.sha),
-            201,
+            second,
+            self.push(second, list(readme), before=first.sha),
+            202,
             "unchanged",
         )
         app = {"src/app.txt": "version 2\n"}
@@ -358,8 +484,9 @@ class Demo:
         self.deliver(
             "push-halfway",
             f"push {third.short} to main (src/ changes: a step halfway down)",
-            _push(third.sha, DEFAULT_BRANCH, list(app), third.message, before=second.sha),
-            201,
+            third,
+            self.push(third, list(app), before=second.sha),
+            202,
             "halfway",
         )
         login = {"src/login.txt": "login form\n"}
@@ -367,21 +494,118 @@ class Demo:
         self.deliver(
             "push-new-branch",
             f"push {fourth.short} to the new branch {NEW_BRANCH}",
-            _push(fourth.sha, NEW_BRANCH, list(login), fourth.message, created=True),
-            201,
+            fourth,
+            self.push(fourth, list(login)),
+            202,
             "new-branch",
         )
+        self.out_of_order(third)
         forged = _push(fourth.sha, DEFAULT_BRANCH, ["Dockerfile"], "Not from GitHub")
         self.deliver(
             "bad-signature",
             "a push signed with the wrong secret",
+            None,
             function_url_event("push", forged, secret="not-the-webhook-secret"),  # noqa: S106
             401,
         )
         self.nightly()
 
+    def out_of_order(self, head: Commit) -> None:
+        """Two pushes to main, delivered newest first: the newer commit is built and
+        published, the older one is stale (GitHub does not promise delivery order)."""
+        v3, v4 = {"src/app.txt": "version 3\n"}, {"src/app.txt": "version 4\n"}
+        older = self.source.commit(DEFAULT_BRANCH, "Release version 3", v3)
+        newer = self.source.commit(DEFAULT_BRANCH, "Release version 4", v4)
+        older_push = self.push(older, list(v3), before=head.sha)
+        newer_push = self.push(newer, list(v4), before=older.sha)
+        entries = [
+            self.deliver(
+                "reordered-newer",
+                f"push {older.short}, then {newer.short} to main; {newer.short}'s delivery"
+                " arrives first",
+                newer,
+                newer_push,
+                202,
+                start=False,
+            ),
+            self.deliver(
+                "reordered-older",
+                f"then {older.short}'s delivery (the older commit)",
+                older,
+                older_push,
+                202,
+                start=False,
+            ),
+        ]
+        self.start_requests(entries)
+        names = {newer.sha: "reordered-newer", older.sha: "reordered-older"}
+        self.run_builds("reordered", names)
+        self.check_published(older, newer, entries)
+
+    def check_published(self, older: Commit, newer: Commit, entries: list[dict[str, Any]]) -> None:
+        """What `main` and `latest` name in the registry now, as BuildRecorderFunction
+        published them, and the branch head it published them from."""
+        name = self.stack.repository_name
+        built = {b["commit"]: b for b in self.summary["builds"]}
+        by_name = {entry["name"]: entry for entry in entries}
+        label = "main and latest in the registry (moved by BuildRecorderFunction)"
+        with self.progress.step(label) as step:
+            tags = {tag: self.rig.registry.digest(name, tag) for tag in ("main", "latest")}
+            head = BuildsTable(self.stack.table_name, self.aws.client("dynamodb")).branch_head(
+                name, DEFAULT_BRANCH
+            )
+            sides: dict[str, dict[str, Any]] = {}
+            for side, commit in (("newer", newer), ("older", older)):
+                entry = by_name[f"reordered-{side}"]
+                build = built.get(commit.sha)
+                sides[side] = {
+                    "commit": commit.sha,
+                    "action": entry["action"],
+                    "reason": entry["reason"],
+                    "placement": entry.get("placement"),
+                    "built": build is not None,
+                    "build_number": build["number"] if build else None,
+                    "image_digest": build["image_digest"] if build else None,
+                    "tags_published": build["tags_published"] if build else [],
+                }
+            digest = sides["newer"]["image_digest"]
+            newer_published = digest is not None and tags["main"] == digest == tags["latest"]
+            older_published = bool(sides["older"]["tags_published"]) or (
+                sides["older"]["image_digest"] is not None
+                and sides["older"]["image_digest"] in tags.values()
+            )
+            older_fate = (
+                f"{sides['older']['action']}, not built"
+                if not sides["older"]["built"]
+                else "built, not published"
+                if not older_published
+                else "PUBLISHED"
+            )
+            step.result = (
+                f"both on {newer.short}'s image {str(digest)[7:19]} (build"
+                f" #{sides['newer']['build_number']}); {older.short}: {older_fate}"
+                if newer_published
+                else f"main {tags['main']}, latest {tags['latest']}: not {newer.short}'s image"
+            )
+            if not newer_published or older_published:
+                raise DemoError(
+                    f"the older commit won: main {tags['main']}, latest {tags['latest']}, "
+                    f"{newer.short}'s image {digest}"
+                )
+        self.summary["reordered"] = {
+            "pushed": [older.sha, newer.sha],
+            "delivered": [newer.sha, older.sha],
+            "newer": sides["newer"],
+            "older": sides["older"],
+            "registry": tags,
+            "branch_head": _head_summary(head),
+            "newer_published": newer_published,
+            "older_published": older_published,
+        }
+
     def nightly(self) -> None:
-        scheduled = datetime.now(UTC).replace(hour=3, minute=0, second=0, microsecond=0)
+        # EventBridge Scheduler's scheduled time: now, on a whole second (after every push).
+        scheduled = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
         event = {
             "mode": "refresh",
             "scheduled_time": scheduled.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -389,18 +613,22 @@ class Demo:
         }
         with self.progress.step("the nightly refresh (EventBridge Scheduler)") as step:
             result = self.functions.invoke("NightlyRebuildFunction", event)
-            started = [b for b in result["builds"] if b["started"]]
-            step.result = f"{len(started)} refresh builds started: " + ", ".join(
-                b["branch"] for b in started
+            requested = [b for b in result["builds"] if b["requested"]]
+            step.result = f"{len(requested)} refresh requests handed on: " + ", ".join(
+                b["branch"] for b in requested
             )
+        outcomes = self.start_requests()
         ran = self.run_builds("nightly-{branch}")
-        self.summary["nightly"] = {"response": result, "builds": len(ran)}
+        self.summary["nightly"] = {"response": result, "requests": outcomes, "builds": len(ran)}
 
     # -- pruning
 
     def prune(self) -> None:
         name = self.stack.repository_name
         ecr = self.aws.client("ecr")
+        # The story is over: from here on the embedded ECR is moto's own, a mirror of the
+        # registry (the recorder's PutImage calls acted on the registry itself).
+        self.release_registry()
         stored = registry_manifests(self.rig.registry, name)
         with self.progress.step("mirror the local registry into the embedded ECR") as step:
             mirrored = mirror_registry(stored, ecr, name, BACKDATE)
@@ -515,6 +743,65 @@ def _push(
     return function_url_event("push", payload)
 
 
+def _starter_outcomes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """BuildStarterFunction's decisions, from its log lines: each request's "Request
+    placed" (where it stands against the branch head) and "Request handled" (what the
+    starter did), in the order it handled them."""
+    outcomes: list[dict[str, Any]] = []
+    placed: dict[str, Any] = {}
+    for record in records:
+        message = record.get("message")
+        if message == "Request placed":
+            placed = {
+                "branch": record.get("branch"),
+                "commit": record.get("commit"),
+                "trigger": record.get("trigger"),
+                "place": record.get("place"),
+                "placement": record.get("reason"),
+            }
+        elif message == "Request handled":
+            outcomes.append(
+                {
+                    **placed,
+                    "action": record.get("action"),
+                    "reason": record.get("reason"),
+                    "build_id": record.get("build_id"),
+                }
+            )
+            placed = {}
+        elif message == "Dropped a message that is not a build request":
+            outcomes.append({"action": "rejected", "reason": record.get("error")})
+    return outcomes
+
+
+def _outcome_text(outcome: Mapping[str, Any], numbers: Mapping[str, int]) -> str:
+    """One request's outcome on one line: SHAs short, build ids as build numbers."""
+    commit = outcome.get("commit")
+    who = str(commit)[:7] if commit else f"{outcome.get('branch')} (its head)"
+    action = str(outcome.get("action"))
+    if action in STARTED_ACTIONS:
+        number = outcome.get("build_number")
+        text = f"{who} {action} build #{number} ({outcome.get('placement')})"
+    else:
+        text = f"{who} {action} ({outcome.get('reason')})"
+    for build_id, number in numbers.items():
+        text = text.replace(f"build {build_id}", f"build #{number}")
+    return FULL_SHA.sub(lambda match: match.group(0)[:7], text)
+
+
+def _head_summary(head: BranchHead | None) -> dict[str, Any] | None:
+    if head is None:
+        return None
+    return {
+        "commit": head.commit,
+        "sequence": head.sequence,
+        "older": list(head.older),
+        "published_commit": head.published_commit,
+        "published_digest": head.published_digest,
+        "published_tags": list(head.published_tags),
+    }
+
+
 def _plan_entry(record: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "digest": record.get("digest"),
@@ -607,7 +894,9 @@ def _run(args: argparse.Namespace, progress: Progress, workdir: Path) -> int:
         progress.line("layercache report (from BuildsTable in the embedded AWS)")
         progress.line(table.rstrip())
         progress.line()
-        progress.line(_closing(demo.summary))
+        # The closing lines, in the JSON summary too: both say the same.
+        demo.summary["closing"] = _closing(demo.summary)
+        progress.line(demo.summary["closing"])
         if args.json:
             args.json.write_text(json.dumps(demo.summary, indent=2, default=str) + "\n")
         if args.serve:
@@ -625,18 +914,23 @@ def _set_up(
 ) -> Demo:
     """Deploy the resources, and wire the functions and the CodeBuild stand-in to them."""
     with progress.step("deploy the stack's resources") as step:
-        image_repository = rig.repository("layercache/demo")
+        names = StackNames.from_env_json()
         stack = aws.deploy(
             {
                 "SourceRepository": "octo-org/service",
                 "WatchedBranches": [DEFAULT_BRANCH, NEW_BRANCH],
                 **PRUNE_POLICY,
             },
-            build_repository_uri=image_repository,
+            build_repository_uri=rig.repository(names.repository),
+            names=names,
         )
         outer.callback(ecr_like_deletes())
+        # The recorder publishes the moving tags through ECR; the images are in the registry.
+        release_registry = registry_backed_images(rig.registry, stack.repository_name)
+        outer.callback(release_registry)
         step.result = (
-            f"table {stack.table_name}, ECR repository {stack.repository_name}, project "
+            f"table {stack.table_name}, queue {stack.names.queue}, ECR repository "
+            f"{stack.repository_name} (its images in the local registry), project "
             f"{stack.project_name}, secret {stack.names.secret}, topic {stack.names.topic}"
         )
     functions = LocalFunctions(stack, workdir / "logs" / "functions.log")
@@ -651,7 +945,25 @@ def _set_up(
     codebuild = LocalCodeBuild(rig, source, workdir=workdir, deliver=to_recorder)
     codebuild.install()
     outer.callback(codebuild.uninstall)
-    return Demo(progress, aws, stack, rig, functions, codebuild, source, recorded=recorded)
+    # Lambda's SQS event source mapping of BuildStarterFunction (template.yaml's Events).
+    starter = FifoEventSource(
+        aws.client("sqs"),
+        stack.queue_url,
+        functions.handler("BuildStarterFunction"),
+        region=REGION,
+    )
+    return Demo(
+        progress,
+        aws,
+        stack,
+        rig,
+        functions,
+        codebuild,
+        source,
+        starter,
+        release_registry,
+        recorded=recorded,
+    )
 
 
 def _closing(summary: Mapping[str, Any]) -> str:
@@ -665,9 +977,30 @@ def _closing(summary: Mapping[str, Any]) -> str:
         f"{builds['halfway']['seconds']:.1f}s ({builds['halfway']['cache_hit_ratio']:.0%}); "
         f"new branch {builds['new-branch']['seconds']:.1f}s "
         f"({builds['new-branch']['cache_hit_ratio']:.0%}, from main's cache)."
+        f"\n{_reordered_line(summary['reordered'])}"
         f"\nPruner (embedded ECR and local registry): kept {len(pruning['kept'])} "
         f"({_by_reason(pruning['kept'])}); deleted {len(pruning['deleted'])} "
         f"({_by_reason(pruning['deleted'])})."
+    )
+
+
+def _reordered_line(scene: Mapping[str, Any]) -> str:
+    newer, older = scene["newer"], scene["older"]
+    fate = (
+        f"{older['action']}, not built"
+        if not older["built"]
+        else "built, not published"
+        if not scene["older_published"]
+        else "built and published"
+    )
+    winner = (
+        f"main and latest on {newer['commit'][:7]}'s image"
+        if scene["newer_published"]
+        else f"main and latest NOT on {newer['commit'][:7]}'s image"
+    )
+    return (
+        f"Out of order: {newer['commit'][:7]} delivered before its parent "
+        f"{older['commit'][:7]}; {older['commit'][:7]} {fate}; {winner}."
     )
 
 

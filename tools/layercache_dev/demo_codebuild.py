@@ -86,8 +86,10 @@ class SourceRepository:
         return commit
 
     def resolve(self, version: str) -> Commit:
-        """A commit id or a branch name (a nightly build's source version) to its commit."""
-        return self.commits[self.heads.get(version, version)]
+        """A source version to its commit: a commit id, or a branch as `refs/heads/<branch>`
+        (what the nightly and manual builds check out) or by its bare name."""
+        branch = version.removeprefix("refs/heads/")
+        return self.commits[self.heads.get(branch, version)]
 
 
 # ---------------------------------------------------------------- the builds
@@ -283,6 +285,8 @@ class LocalCodeBuild:
                     for name, value in item.overrides.items()
                     if name in ("LAYERCACHE_TRIGGER", "LAYERCACHE_REQUESTED_AT") and value
                 },
+                # What CodeBuild sets from StartBuild's sourceVersion.
+                "CODEBUILD_SOURCE_VERSION": build.get("sourceVersion") or commit.sha,
                 "TMPDIR": str(self._tmp()),  # the build host's /tmp: gone with the workdir
             },
             reset=False,

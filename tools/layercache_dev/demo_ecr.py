@@ -1,10 +1,19 @@
-"""The demo's images in the embedded ECR, where the pruner reads them.
+"""The demo's images in the embedded ECR, where the recorder and the pruner reach them.
 
-The builds push to the local registry; ImagePrunerFunction reads and deletes through
-the ECR API. `mirror_registry` copies every manifest revision the registry stores (tagged
-or not) into moto's ECR with its true digest, bytes, media type and tags, and dates it
-`backdate` earlier than the registry did: the demo's builds are minutes old, and the
-pruner never deletes anything younger than an hour (its in-flight grace).
+The builds push to the local registry; BuildRecorderFunction moves the moving tags and
+ImagePrunerFunction reads and deletes through the ECR API.
+
+During the story, `registry_backed_images` makes the embedded ECR's BatchGetImage and
+PutImage of the demo's repository act on the local registry: the recorder's publication
+of `<branch>` and `latest` (BatchGetImage of the build's manifest by digest, PutImage of
+those bytes under each tag) really moves the registry's tags, so whatever the demo
+later reads as `main` or `latest` is what the recorder published.
+
+Before the pruner runs, that is undone, and `mirror_registry` copies every manifest
+revision the registry stores (tagged or not) into moto's ECR with its true digest,
+bytes, media type and tags, and dates it `backdate` earlier than the registry did: the
+demo's builds are minutes old, and the pruner never deletes anything younger than an
+hour (its in-flight grace).
 
 moto's BatchDeleteImage differs from ECR in two ways the pruner would notice (see
 tests/integration/pruning/conftest.py and DESIGN.md): it does not report deleted
@@ -14,6 +23,7 @@ untagged images, and it deletes a manifest an index still references.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from moto.backends import get_backend
+from moto.ecr.exceptions import ImageAlreadyExistsException, InvalidParameterException
+from moto.ecr.models import Image
 
 from layercache.pruning.model import INDEX_MEDIA_TYPES
 from layercache_dev.embedded_aws import ACCOUNT, REGION
@@ -137,3 +149,100 @@ def ecr_like_deletes() -> Callable[[], None]:
 
     backend.batch_delete_image = batch_delete_image
     return lambda: backend.__dict__.pop("batch_delete_image", None)
+
+
+def registry_backed_images(registry: Registry, repository: str) -> Callable[[], None]:
+    """Make the embedded ECR's BatchGetImage and PutImage of `repository` act on the local
+    registry (other repositories keep moto's own); returns undo (safe to call twice).
+
+    - BatchGetImage by digest (or tag) GETs the manifest from the registry: its bytes,
+      media type and digest, as ECR answers; a missing one is an `ImageNotFound` failure.
+    - PutImage PUTs the manifest's bytes under the tag (`/v2/<name>/manifests/<tag>`,
+      with its media type). As ECR, it refuses a digest that is not the bytes' own, and
+      answers `ImageAlreadyExistsException` when the tag already names that manifest.
+    """
+    backend = _ecr_backend()
+    original_get = type(backend).batch_get_image
+    original_put = type(backend).put_image
+
+    def batch_get_image(
+        repository_name: str,
+        registry_id: str | None = None,
+        image_ids: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        if repository_name != repository:
+            theirs: dict[str, Any] = original_get(backend, repository_name, registry_id, image_ids)
+            return theirs
+        response: dict[str, Any] = {"images": [], "failures": []}
+        for image_id in image_ids or []:
+            reference = image_id.get("imageDigest") or image_id.get("imageTag") or ""
+            status, body, headers = registry.request(
+                "GET", f"/v2/{repository}/manifests/{reference}", _ACCEPT
+            )
+            if status != 200:
+                response["failures"].append(
+                    {
+                        "imageId": dict(image_id),
+                        "failureCode": "ImageNotFound",
+                        "failureReason": "Requested image not found",
+                    }
+                )
+                continue
+            image = Image(
+                ACCOUNT,
+                image_id.get("imageTag"),  # type: ignore[arg-type]  # ECR: absent when by digest
+                body.decode(),
+                repository,
+                headers.get("content-type"),
+                headers["docker-content-digest"],
+            )
+            response["images"].append(image)
+        return response
+
+    def put_image(
+        repository_name: str,
+        image_manifest: str,
+        image_tag: str,
+        image_manifest_mediatype: str | None = None,
+        digest: str | None = None,
+    ) -> Any:
+        if repository_name != repository:
+            return original_put(
+                backend,
+                repository_name,
+                image_manifest,
+                image_tag,
+                image_manifest_mediatype,
+                digest,
+            )
+        body = image_manifest.encode()
+        media_type = image_manifest_mediatype or str(json.loads(body).get("mediaType") or "")
+        if not media_type:
+            raise InvalidParameterException("image manifest mediatype not provided")
+        own = "sha256:" + hashlib.sha256(body).hexdigest()
+        if digest and digest != own:
+            raise InvalidParameterException(
+                f"Invalid parameter at 'imageDigest': {digest} is not the manifest's ({own})"
+            )
+        if image_tag and registry.digest(repository, image_tag) == own:
+            raise ImageAlreadyExistsException(repository, ACCOUNT, own, image_tag)
+        status, answer, _ = registry.request(
+            "PUT",
+            f"/v2/{repository}/manifests/{image_tag or own}",
+            body=body,
+            content_type=media_type,
+        )
+        if status != 201:
+            raise InvalidParameterException(
+                f"the local registry refused {repository}:{image_tag} ({status}): {answer[:200]!r}"
+            )
+        return Image(ACCOUNT, image_tag, image_manifest, repository, media_type, own)
+
+    backend.batch_get_image = batch_get_image
+    backend.put_image = put_image
+
+    def undo() -> None:
+        backend.__dict__.pop("batch_get_image", None)
+        backend.__dict__.pop("put_image", None)
+
+    return undo
