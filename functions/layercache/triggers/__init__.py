@@ -1,5 +1,5 @@
 """The three build triggers: GitHub webhook, CodeCommit branch update, nightly schedule.
 
-Pure decisions (`decisions`, `signature`) sit beside the adapters that talk to AWS
-(`store`, `codecommit`) and the service that starts builds exactly once (`builds`).
+Each decides (`decisions`, `signature`: pure) and hands a build request on to the queue
+(`layercache.build_requests`); none waits on CodeBuild. `starting/` starts the builds.
 """
