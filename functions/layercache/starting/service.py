@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 
 from layercache import build_records as records
 from layercache.build_records import (
@@ -224,8 +225,13 @@ class BuildStarter:
         superseded: tuple[str, ...] = ()
         if self.supersede and request.commit:
             superseded = self._stop_older(request, claim.sequence, build["id"])
+        reason = (
+            f"attempt {claim.attempt} started"
+            if action == "started"
+            else f"attempt {claim.attempt} had started it before dying"
+        )
         return StartOutcome(
-            action, action, build_id=build["id"], sequence=claim.sequence, superseded=superseded
+            action, reason, build_id=build["id"], sequence=claim.sequence, superseded=superseded
         )
 
     def _end_lease(self, claim: Claim) -> None:
@@ -233,7 +239,7 @@ class BuildStarter:
         ended = replace(claim, lease_until=now, version=claim.version + 1)
         try:
             self.table.replace_claim(claim, ended, now)
-        except Exception:  # the lease then simply runs out
+        except (ClientError, BotoCoreError):  # the lease then simply runs out
             logger.exception("Could not end the claim's lease", extra={"claim": claim.pk})
 
     def _start_build(self, request: BuildRequest, claim: Claim) -> dict[str, Any]:
