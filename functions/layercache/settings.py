@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 
 def split_csv(value: Any) -> Any:
@@ -28,3 +28,18 @@ class EnvSettings(BaseModel):
             name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ
         }
         return cls.model_validate(values)
+
+
+DEFAULT_GITHUB_API_URL = "https://api.github.com"
+
+
+class GitHubApiSettings(EnvSettings):
+    """The stack's GitHub token (a Secrets Manager ARN, optional) and API."""
+
+    github_token_secret_arn: str = ""
+    github_api_url: str = DEFAULT_GITHUB_API_URL
+
+    @field_validator("github_api_url")
+    @classmethod
+    def _default_when_empty(cls, value: str) -> str:
+        return value or DEFAULT_GITHUB_API_URL

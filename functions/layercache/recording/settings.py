@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from layercache.settings import EnvSettings
-
-DEFAULT_GITHUB_API_URL = "https://api.github.com"
+from layercache.settings import GitHubApiSettings
 
 
-class RecorderSettings(EnvSettings):
+class RecorderSettings(GitHubApiSettings):
     builds_table_name: str = Field(min_length=1)
     build_project_name: str = Field(min_length=1)
     image_repository_name: str = Field(min_length=1)
     build_notifications_topic_arn: str = ""
     source_type: str = "GITHUB"
     source_repository: str = ""
-    github_token_secret_arn: str = ""
-    github_api_url: str = DEFAULT_GITHUB_API_URL
-
-    @field_validator("github_api_url")
-    @classmethod
-    def _default_when_empty(cls, value: str) -> str:
-        return value or DEFAULT_GITHUB_API_URL
 
     @property
     def github_enabled(self) -> bool:
