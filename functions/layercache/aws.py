@@ -32,7 +32,8 @@ class Budget:
         return Config(
             connect_timeout=self.connect_seconds,
             read_timeout=self.read_seconds,
-            retries={"max_attempts": self.attempts, "mode": "standard"},
+            # `total_max_attempts` counts the first try; botocore's `max_attempts` would not.
+            retries={"total_max_attempts": self.attempts, "mode": "standard"},
         )
 
 

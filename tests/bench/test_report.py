@@ -126,7 +126,7 @@ def test_markdown_states_machine_rate_and_every_cell() -> None:
     assert "| unchanged | registry | 1.5 | 0.04x | 0.15x | 1.0 KB | 7 B | 6/12 |" in markdown
     assert "| change halfway vs warm local builder |" in markdown
     assert "| whole call, moto's AWS included | 3.5 | 6.2 |" in markdown
-    assert "1 AWS calls per delivery (sqs:SendMessage 1)" in markdown
+    assert "1 AWS call per delivery (sqs:SendMessage 1)" in markdown
     assert "60 (ecr:BatchGetImage 50, ecr:DescribeImages 10)" in markdown
     for scenario in SCENARIOS:
         assert markdown.count(f"| {scenario} | ") == 1 + len(STRATEGIES)
@@ -158,7 +158,16 @@ def test_results_from_before_the_queue_render_as_they_were() -> None:
     markdown = results_markdown(results, check_targets(results))
     assert "500 deliveries that each start a build (signature, decision, claim," in markdown
     assert "| whole call, moto's AWS included | 35.5 | 60.2 |" in markdown
+    assert "6 AWS calls per delivery (codebuild:StartBuild 1, dynamodb:PutItem 2)" in markdown
     assert "until StartBuild" not in markdown
+
+
+def test_an_overhead_measured_apart_says_when() -> None:
+    results = make_results()
+    assert "in a run of its own" not in results_markdown(results, [])
+    results.meta["overhead_date"] = "2026-12-02 18:35 UTC"
+    markdown = results_markdown(results, [])
+    assert "Measured 2026-12-02 18:35 UTC, in a run of its own." in markdown
 
 
 def test_json_round_trips() -> None:

@@ -237,6 +237,10 @@ def _calls(by_operation: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in by_operation.items())
 
 
+def _call_s(count: float) -> str:
+    return "call" if count == 1 else "calls"
+
+
 def _ms(figures: dict[str, Any]) -> str:
     return f"{figures['median_ms']:.1f} / {figures['p99_ms']:.1f}"
 
@@ -265,7 +269,8 @@ def webhook_tables(webhook: dict[str, Any]) -> list[str]:
         f"| the function's own code (time inside moto taken out) | "
         f"{webhook['own_median_ms']:.1f} | {webhook['own_p99_ms']:.1f} |",
         "",
-        f"{webhook['aws_calls_per_delivery']:g} AWS calls per delivery "
+        f"{webhook['aws_calls_per_delivery']:g} AWS {_call_s(webhook['aws_calls_per_delivery'])}"
+        " per delivery "
         f"({_calls(webhook['aws_calls_by_operation'])}); the first call, which creates the "
         f"clients and reads the secret, took {webhook['first_call_ms']:.0f} ms.",
         "",
@@ -294,7 +299,8 @@ def webhook_tables(webhook: dict[str, Any]) -> list[str]:
         "",
         f"BuildStarterFunction's own code (time inside moto taken out): median "
         f"{starter['own_median_ms']:.1f} ms, p99 {starter['own_p99_ms']:.1f} ms; "
-        f"{starter['aws_calls_per_request']:g} AWS calls per request "
+        f"{starter['aws_calls_per_request']:g} AWS {_call_s(starter['aws_calls_per_request'])}"
+        " per request "
         f"({_calls(starter['aws_calls_by_operation'])}); its first invocation, which creates "
         f"its clients, took {starter['first_call_ms']:.0f} ms. Throttled: "
         f"{throttled['start_build_calls_per_build']:g} StartBuild calls per build in "
@@ -371,6 +377,8 @@ def results_markdown(results: Results, targets: Sequence[Target]) -> str:
         "",
         "## The pipeline's own overhead",
         "",
-        overhead_tables(results.overhead),
     ]
+    if meta.get("overhead_date"):  # measured again apart from the builds
+        header += [f"Measured {meta['overhead_date']}, in a run of its own.", ""]
+    header.append(overhead_tables(results.overhead))
     return "\n".join(header).rstrip() + "\n"

@@ -1023,6 +1023,10 @@ def _serve(aws: EmbeddedAws, stack: Stack, progress: Progress) -> None:
         "  sam local invoke GitHubWebhookFunction -e events/github-webhook/push-main.json"
         " --env-vars events/env.json --add-host host.docker.internal:host-gateway"
     )
+    progress.line(
+        "  sam local invoke BuildStarterFunction -e events/build-starter/push-main.json"
+        " --env-vars events/env.json --add-host host.docker.internal:host-gateway"
+    )
     progress.line(SERVING)
     try:
         while True:

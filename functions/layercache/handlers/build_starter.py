@@ -42,7 +42,12 @@ def handle_record(record: SQSRecord) -> dict[str, Any]:
     outcome = build_starter().handle(request)
     logger.info(
         "Request handled",
-        extra={"action": outcome.action, "reason": outcome.reason, "build_id": outcome.build_id},
+        extra={
+            "action": outcome.action,
+            "reason": outcome.reason,
+            "build_id": outcome.build_id,
+            **request.log_keys(),
+        },
     )
     if outcome.action in OUTCOME_METRICS:
         metrics.add_metric(name=OUTCOME_METRICS[outcome.action], unit=MetricUnit.Count, value=1)

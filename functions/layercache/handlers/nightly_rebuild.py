@@ -31,7 +31,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return {"builds": [], "reason": "malformed request"}
     logger.set_correlation_id(request.execution_id or context.aws_request_id)
     settings, queue = nightly_rebuild_service()
-    rebuilds = request_rebuilds(request, settings, queue)
+    rebuilds = request_rebuilds(request, settings, queue, context.aws_request_id)
     metrics.add_dimension(name="Trigger", value="manual" if request.manual else "nightly")
     metrics.add_metric(
         name="BuildsRequested",

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from layercache.build_records import BuildMode
 from layercache.triggers.decisions import PushFacts
@@ -109,22 +109,29 @@ class CodeCommitReferenceEvent(EventBridgeModel):
 
 
 class NightlyRebuildRequest(BaseModel):
-    """The nightly function's only input: EventBridge Scheduler's (template Input) or a run
-    by hand, `{"manual": true}` with optional `branches` and `mode`.
+    """The nightly function's only inputs: EventBridge Scheduler's (the template's Input:
+    `mode`, `scheduled_time`, `execution_id`), or a run by hand, `{"manual": true}` with
+    optional `branches` (at least one) and `mode`.
 
-    Anything else (a stray EventBridge event, `{}`) is refused: it would start builds.
+    Anything else (a stray EventBridge event, `{}`, a mix of the two) is refused: it
+    would start builds.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: BuildMode = BuildMode.REFRESH
-    scheduled_time: datetime | None = None
+    scheduled_time: AwareDatetime | None = None
     execution_id: str | None = None
     manual: bool = False
-    branches: list[str] | None = None
+    branches: list[str] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _scheduled_or_manual(self) -> NightlyRebuildRequest:
-        if (self.scheduled_time is not None) != self.manual:
-            return self
-        raise ValueError("either scheduled_time (the schedule) or manual: true (a run by hand)")
+        if self.manual:
+            if self.scheduled_time is not None or self.execution_id is not None:
+                raise ValueError("a run by hand has no scheduled_time or execution_id")
+        elif self.scheduled_time is None or self.branches is not None:
+            raise ValueError(
+                "either the schedule's scheduled_time (without branches) or manual: true"
+            )
+        return self

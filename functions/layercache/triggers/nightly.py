@@ -28,20 +28,23 @@ def request_rebuilds(
     run: NightlyRebuildRequest,
     settings: NightlyRebuildSettings,
     queue: BuildRequestQueue,
+    invocation_id: str,
     clock: Callable[[], datetime] = utc_now,
 ) -> list[BranchRebuild]:
     """Hand on a rebuild of each requested (default: every watched) branch's head.
 
     A scheduled run is keyed by its scheduled time, so the scheduler's retries of one
-    night start nothing twice; a run by hand is keyed by when it was made. Each build
-    checks out `refs/heads/<branch>`: never a tag that happens to share the name.
+    night start nothing twice; a run by hand by its invocation (`invocation_id`, the
+    Lambda request id, which Lambda's retries of an asynchronous invocation keep), so a
+    retry after a half-sent run requests no branch twice. Each build checks out
+    `refs/heads/<branch>`: never a tag that happens to share the name.
     """
     now = clock()
     if run.scheduled_time is not None:
         trigger, occasion = Trigger.NIGHTLY, f"nightly@{records.timestamp(run.scheduled_time)}"
         requested_at = run.scheduled_time
     else:
-        trigger, occasion = Trigger.MANUAL, f"manual@{records.timestamp(now)}"
+        trigger, occasion = Trigger.MANUAL, f"manual@{invocation_id}"
         requested_at = now
     results = []
     for branch in run.branches or sorted(settings.watched_branches):

@@ -22,6 +22,7 @@ from layercache.build_records import ENV_SEQUENCE, BranchHead, BuildsTable, Buil
 from layercache.recording.build import BuildFacts
 from layercache.recording.publish import TagPublisher
 from layercache_dev.embedded_aws import Stack
+from layercache_dev.moto_atomic import atomic_backends
 
 REGION = "us-east-1"
 IMAGE = "team/service"
@@ -157,8 +158,9 @@ def test_concurrent_publications_end_on_the_newest(stack: Stack, publisher: TagP
         )
         for n, (c, d) in enumerate(zip(commits, digests, strict=True))
     ]
-    for thread in reversed(threads):
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with atomic_backends():  # each request atomic, as in DynamoDB and ECR
+        for thread in reversed(threads):
+            thread.start()
+        for thread in threads:
+            thread.join()
     assert tag_digest(stack, "main") == digests[-1]

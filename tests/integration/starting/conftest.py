@@ -121,7 +121,7 @@ def pipeline(
     with codebuild_like(clock) as codebuild:
         # One attempt per call, so throttling reaches the queue's retries without waiting.
         client = boto3.client(
-            "codebuild", region_name=REGION, config=Config(retries={"max_attempts": 1})
+            "codebuild", region_name=REGION, config=Config(retries={"total_max_attempts": 1})
         )
         starter = make_build_starter(StarterSettings.from_env(env), codebuild=client)
         starter.clock = clock

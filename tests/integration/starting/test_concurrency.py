@@ -22,6 +22,7 @@ from layercache.triggers import wiring as trigger_wiring
 from layercache_dev.embedded_aws import FAKE_CREDENTIALS, EmbeddedAws, Stack
 from layercache_dev.github_events import fake_sha, function_url_event, push_payload
 from layercache_dev.lambda_context import FakeLambdaContext
+from layercache_dev.moto_atomic import atomic_backends
 from layercache_dev.moto_codebuild import codebuild_like
 from layercache_dev.sqs_source import FifoEventSource
 
@@ -77,7 +78,7 @@ def test_many_deliveries_at_once_one_build_per_commit_and_the_newest_wins(
     def deliver(event: dict[str, Any]) -> None:
         answers.append(webhook(event, FakeLambdaContext("GitHubWebhookFunction"))["statusCode"])
 
-    with codebuild_like() as codebuild:
+    with codebuild_like() as codebuild, atomic_backends():
         threads = [threading.Thread(target=deliver, args=(event,)) for event in deliveries]
         for thread in threads:
             thread.start()

@@ -58,7 +58,8 @@ def secrets_outage(aws_calls: list[RecordedCall]) -> Outage:
 
 @pytest.fixture
 def env(stack: Stack, function_env: Any) -> Callable[..., None]:
-    """Apply the function's template environment, with overrides; call again to change it."""
+    """Apply the function's template environment, with overrides; call again to change it
+    before the first delivery (the service is built once per container, then cached)."""
 
     def apply(**overrides: str) -> None:
         function_env(FUNCTION, **overrides)
@@ -126,6 +127,7 @@ def test_push_to_a_watched_branch_hands_on_one_build_request(
     assert request.mode is BuildMode.NORMAL
     assert request.occasion == payload["after"]
     assert request.delivery_id == event["headers"]["x-github-delivery"]
+    assert request.forced is False
     assert request.source_version == payload["after"], "the exact commit, never a branch name"
     assert before_call <= request.requested_at <= datetime.now(UTC)
     assert message.group_id == request.group_id
@@ -160,6 +162,21 @@ def test_a_push_without_pushed_at_has_none(invoke: Invoke, stack: Stack) -> None
     invoke(sample("github-webhook", "push-main.json"))
     (request,) = queued_requests(stack)
     assert request.pushed_at is None
+
+
+def test_a_force_push_is_handed_on_as_forced(invoke: Invoke, stack: Stack) -> None:
+    """The starter lets a force push move the branch back to an older commit."""
+    payload = push_payload(after=fake_sha("older"), before=fake_sha("newer"))
+    payload["forced"] = True
+
+    assert invoke(function_url_event("push", payload))[0] == 202
+
+    (request,) = queued_requests(stack)
+    assert (request.forced, request.commit, request.before) == (
+        True,
+        fake_sha("older"),
+        fake_sha("newer"),
+    )
 
 
 def test_a_new_branch_has_no_before_commit(invoke: Invoke, stack: Stack) -> None:
@@ -366,9 +383,7 @@ def _not_watched_branch_pushes() -> st.SearchStrategy[dict[str, Any]]:
         payload["repository"]["full_name"] = full_name
         return payload
 
-    other_repository = st.text(max_size=40).filter(
-        lambda name: name.lower() != "octo-org/service"
-    )
+    other_repository = st.text(max_size=40).filter(lambda name: name.lower() != "octo-org/service")
     return st.one_of(unwatched, deleted, other_repository.map(elsewhere))
 
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from layercache.triggers.decisions import (
+    SKIP_MARKERS,
     Decision,
     PushFacts,
     PushPolicy,
@@ -109,3 +112,63 @@ def test_path_matches(path: str, path_filter: str, matches: bool) -> None:
 )
 def test_branch_of(ref: str, branch: str | None) -> None:
     assert branch_of(ref) == branch
+
+
+# ------------------------------------------------------------------ properties
+
+BRANCH_NAMES = st.text(min_size=1, max_size=20)
+PATHS = st.lists(st.text(max_size=20), max_size=8)
+MESSAGES = st.none() | st.text(max_size=40)
+
+
+@given(
+    ref=st.one_of(
+        BRANCH_NAMES.filter(lambda name: name not in WATCHED.watched_branches).map(
+            lambda name: "refs/heads/" + name
+        ),
+        BRANCH_NAMES.map(lambda name: "refs/tags/" + name),
+        st.text(max_size=30).filter(lambda ref: not ref.startswith("refs/heads/")),
+    ),
+    deleted=st.booleans(),
+    message=MESSAGES,
+    paths=st.none() | PATHS,
+)
+def test_a_push_that_moves_no_watched_branch_never_builds(
+    ref: str, deleted: bool, message: str | None, paths: list[str] | None
+) -> None:
+    decision = decide_push(facts(ref, deleted=deleted, message=message, paths=paths), WATCHED)
+    assert decision.build is False
+    assert decision.reason
+
+
+@given(branch=st.sampled_from(sorted(WATCHED.watched_branches)), message=MESSAGES)
+def test_a_deleted_watched_branch_never_builds(branch: str, message: str | None) -> None:
+    decision = decide_push(facts("refs/heads/" + branch, deleted=True, message=message), WATCHED)
+    assert decision == Decision(False, f"branch {branch} was deleted")
+
+
+@given(
+    branch=st.sampled_from(sorted(WATCHED.watched_branches)),
+    message=MESSAGES.filter(lambda text: text is None or not SKIP_MARKERS.search(text)),
+    paths=st.none() | PATHS,
+)
+def test_without_filters_every_watched_push_builds(
+    branch: str, message: str | None, paths: list[str] | None
+) -> None:
+    decision = decide_push(facts("refs/heads/" + branch, message=message, paths=paths), WATCHED)
+    assert decision == Decision(True, f"push to {branch}")
+
+
+@given(before=MESSAGES, after=MESSAGES, paths=st.none() | PATHS)
+def test_a_skip_marker_anywhere_in_the_head_message_skips(
+    before: str | None, after: str | None, paths: list[str] | None
+) -> None:
+    message = f"{before or ''}[skip ci]{after or ''}"
+    decision = decide_push(facts(message=message, paths=paths), FILTERED)
+    assert decision == Decision(False, "head commit asks to skip CI")
+
+
+@given(prefix=st.text(max_size=10), name=st.text(min_size=1, max_size=10))
+def test_a_directory_filter_matches_exactly_its_subtree(prefix: str, name: str) -> None:
+    assert path_matches(f"app/{prefix}{name}", "app/") is True
+    assert path_matches(f"app{name}", "app/") is (name.startswith("/"))

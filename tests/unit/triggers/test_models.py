@@ -2,24 +2,30 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import LambdaFunctionUrlModel
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from layercache.build_records import BuildMode
 from layercache.triggers.decisions import PushPolicy, decide_push
 from layercache.triggers.github import WebhookDelivery
 from layercache.triggers.models import (
+    GITHUB_MAX_FILES_PER_COMMIT,
+    GITHUB_MAX_LISTED_COMMITS,
     CodeCommitReferenceEvent,
     GitHubPushEvent,
     NightlyRebuildRequest,
 )
 from layercache.triggers.signature import is_valid_signature
 from layercache_dev.github_events import LOCAL_WEBHOOK_SECRET, push_payload
+from layercache_dev.template import resource
 
 EVENTS = Path(__file__).resolve().parents[3] / "events"
 POLICY = PushPolicy(watched_branches=frozenset({"main"}))
@@ -94,9 +100,64 @@ def test_changed_paths_join_every_commit() -> None:
     assert sorted(set(paths)) == ["a.py", "new.py", "old.py"]
 
 
-def test_changed_paths_unknown_when_github_truncated_the_commit_list() -> None:
-    payload = push_payload(commit_count=20)
+def test_a_25_commit_push_lists_every_changed_file() -> None:
+    """GitHub's 20-commit cap is for timeline events: a delivery lists up to 2048."""
+    payload = push_payload(changed=["docs/a.md"], commit_count=25)
+    payload["commits"][3]["added"] = ["app/new.py"]
+    paths = GitHubPushEvent.model_validate(payload).changed_paths()
+    assert paths is not None
+    assert sorted(set(paths)) == ["app/new.py", "docs/a.md"]
+
+
+@pytest.mark.parametrize(
+    ("commits", "known"),
+    [
+        (1, True),
+        (21, True),
+        (25, True),
+        (GITHUB_MAX_LISTED_COMMITS - 1, True),
+        (GITHUB_MAX_LISTED_COMMITS, False),
+    ],
+)
+def test_changed_paths_are_unknown_only_at_githubs_commit_limit(commits: int, known: bool) -> None:
+    payload = push_payload(commit_count=commits)
+    assert (GitHubPushEvent.model_validate(payload).changed_paths() is not None) is known
+
+
+@pytest.mark.parametrize(
+    ("files", "known"),
+    [(GITHUB_MAX_FILES_PER_COMMIT - 1, True), (GITHUB_MAX_FILES_PER_COMMIT, False)],
+)
+def test_changed_paths_are_unknown_only_at_githubs_file_limit(files: int, known: bool) -> None:
+    payload = push_payload(changed=[f"f{index}" for index in range(files)], commit_count=2)
+    assert (GitHubPushEvent.model_validate(payload).changed_paths() is not None) is known
+
+
+def test_a_commits_file_limit_counts_added_removed_and_modified_together() -> None:
+    payload = push_payload(changed=[f"m{index}" for index in range(1000)])
+    payload["commits"][0]["added"] = [f"a{index}" for index in range(1000)]
+    payload["commits"][0]["removed"] = [f"r{index}" for index in range(1000)]
     assert GitHubPushEvent.model_validate(payload).changed_paths() is None
+
+
+def test_pushed_at_is_epoch_seconds_in_utc() -> None:
+    payload = push_payload()
+    payload["repository"]["pushed_at"] = 1795853643
+    pushed = GitHubPushEvent.model_validate(payload).pushed_time()
+    assert pushed == datetime(2026, 11, 28, 8, 14, 3, tzinfo=UTC)
+    assert pushed is not None
+    assert pushed.utcoffset() == timedelta(0)
+
+
+def test_pushed_at_as_text_is_read_in_utc() -> None:
+    payload = push_payload()
+    payload["repository"]["pushed_at"] = "2026-11-28T09:14:03+01:00"
+    pushed = GitHubPushEvent.model_validate(payload).pushed_time()
+    assert pushed == datetime(2026, 11, 28, 8, 14, 3, tzinfo=UTC)
+
+
+def test_no_pushed_at_is_none() -> None:
+    assert GitHubPushEvent.model_validate(push_payload()).pushed_time() is None
 
 
 def test_changed_paths_unknown_without_file_lists() -> None:
@@ -161,12 +222,100 @@ def test_nightly_schedule_sample() -> None:
 
 
 def test_nightly_manual_request_defaults() -> None:
-    request = NightlyRebuildRequest.model_validate({})
+    request = NightlyRebuildRequest.model_validate({"manual": True})
     assert request.mode is BuildMode.REFRESH
     assert request.scheduled_time is None
     assert request.branches is None
 
 
-def test_nightly_rejects_an_unknown_mode() -> None:
+def test_nightly_manual_sample() -> None:
+    request = NightlyRebuildRequest.model_validate(load("nightly-rebuild", "manual-clean.json"))
+    assert (request.manual, request.mode, request.branches) == (True, BuildMode.CLEAN, ["main"])
+
+
+def test_the_schedules_input_in_the_template_is_accepted() -> None:
+    """template.yaml's Input, with the placeholders the scheduler fills in."""
+    text = resource("NightlyRebuildFunction")["Properties"]["Events"]["Nightly"]["Properties"][
+        "Input"
+    ]
+    filled = text.replace("<aws.scheduler.scheduled-time>", "2026-11-29T03:00:00Z").replace(
+        "<aws.scheduler.execution-id>", "0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d"
+    )
+    request = NightlyRebuildRequest.model_validate_json(filled)
+    assert request.scheduled_time == datetime(2026, 11, 29, 3, tzinfo=UTC)
+    assert request.execution_id == "0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d"
+    assert request.manual is False
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        {"mode": "refresh"},
+        {"mode": "turbo", "manual": True},
+        {"branches": ["main"]},
+        {"manual": False},
+        {"manual": True, "scheduled_time": "2026-11-29T03:00:00Z"},
+        {"manual": True, "unknown": 1},
+        {"scheduled_time": "2026-11-29T03:00:00Z", "detail-type": "Scheduled Event"},
+        {"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
+    ],
+)
+def test_nightly_refuses_anything_but_its_two_shapes(value: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
-        NightlyRebuildRequest.model_validate({"mode": "turbo"})
+        NightlyRebuildRequest.model_validate(value)
+
+
+NIGHTLY_KEYS = {"mode", "scheduled_time", "execution_id", "manual", "branches"}
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=15).filter(lambda key: key not in NIGHTLY_KEYS),
+        st.none() | st.booleans() | st.text(max_size=10),
+        min_size=1,
+        max_size=3,
+    ),
+    st.sampled_from([{"manual": True}, {"scheduled_time": "2026-11-29T03:00:00Z"}]),
+)
+def test_nightly_refuses_any_key_of_its_own(extra: dict[str, Any], valid: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        NightlyRebuildRequest.model_validate({**valid, **extra})
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "mode": st.sampled_from([mode.value for mode in BuildMode]),
+            "execution_id": st.text(max_size=10),
+            "branches": st.lists(st.text(max_size=10), max_size=3),
+            "manual": st.just(False),
+        },
+    )
+)
+def test_nightly_refuses_any_input_that_is_neither_scheduled_nor_manual(
+    value: dict[str, Any],
+) -> None:
+    with pytest.raises(ValidationError):
+        NightlyRebuildRequest.model_validate(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"mode": "refresh", "scheduled_time": "2026-11-29T03:00:00Z", "branches": ["main"]},
+        {"manual": True, "execution_id": "0a1b2c3d"},
+        {"mode": "refresh", "scheduled_time": "2026-11-29T03:00:00"},
+        {"manual": True, "branches": []},
+    ],
+    ids=[
+        "schedule with branches",
+        "manual with execution id",
+        "time without zone",
+        "manual with no branch",
+    ],
+)
+def test_nightly_accepts_only_exactly_its_two_shapes(value: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        NightlyRebuildRequest.model_validate(value)
