@@ -1,9 +1,10 @@
 """Deliveries at once, against a moto server, through the webhook and the starter.
 
 8 deliveries of one commit and interleaved pushes of 3 commits on one branch arrive on
-threads; three pollers then play Lambda's event source concurrently. moto's SQS does not
-hold a FIFO group back while one of its messages is in flight, so the pollers really race
-on one branch: the claims and the branch head's conditional writes must hold alone.
+threads; three pollers then play Lambda's event source concurrently (SQS FIFO, like
+moto, hands a group to one poller at a time). Then 8 starters handle one request at
+once, bypassing the queue's order, as a duplicate sent outside the group would: the
+claim and the branch head's conditional writes must hold on their own.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import random
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from layercache.build_records import BuildsTable
+from layercache.build_records import BuildsTable, Trigger
+from layercache.build_requests import BuildRequest
 from layercache.starting import wiring as starting_wiring
+from layercache.starting.service import ClaimHeld
+from layercache.starting.wiring import build_starter
 from layercache.triggers import wiring as trigger_wiring
 from layercache_dev.embedded_aws import FAKE_CREDENTIALS, EmbeddedAws, Stack
 from layercache_dev.github_events import fake_sha, function_url_event, push_payload
@@ -108,8 +113,36 @@ def test_many_deliveries_at_once_one_build_per_commit_and_the_newest_wins(
             if b["buildStatus"] == "IN_PROGRESS"
         ]
         assert running == [newest], "only the newest commit's build is left running"
-    head = BuildsTable(stack.table_name, aws.client("dynamodb")).branch_head(
-        "layercache/demo", "main"
-    )
-    assert head is not None
-    assert head.commit == newest
+        head = BuildsTable(stack.table_name, aws.client("dynamodb")).branch_head(
+            "layercache/demo", "main"
+        )
+        assert head is not None
+        assert head.commit == newest
+
+        racing = BuildRequest.for_push(
+            image="layercache/demo",
+            branch="main",
+            commit=fake_sha("d"),
+            before=newest,
+            trigger=Trigger.GITHUB,
+            requested_at=datetime.now(UTC),
+            pushed_at=None,
+            build=True,
+            reason="push",
+        )
+        outcomes: list[str] = []
+
+        def handle() -> None:
+            try:
+                outcomes.append(build_starter().handle(racing).action)
+            except ClaimHeld:
+                outcomes.append("held")
+
+        racers = [threading.Thread(target=handle) for _ in range(8)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join()
+        assert outcomes.count("started") == 1, outcomes
+        assert set(outcomes) <= {"started", "duplicate", "held"}
+        assert len(codebuild.builds()) == len(commits) + 1
