@@ -38,7 +38,7 @@ lint: $(BIN)/.installed ## ruff, mypy, cfn-lint, sam validate --lint, buildspec 
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python scripts/sync_buildspec.py --check
-	$(BIN)/cfn-lint template.yaml
+	$(BIN)/cfn-lint template.yaml --include-checks I
 	$(BIN)/sam validate --lint --template-file template.yaml --region us-east-1
 
 .PHONY: build

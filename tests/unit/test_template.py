@@ -277,3 +277,68 @@ def test_env_json_only_sets_variables_the_template_declares() -> None:
         assert logical_id in FUNCTIONS
         for variable in variables:
             assert variable in function_environment(logical_id), f"{logical_id}: {variable}"
+
+
+@pytest.mark.parametrize(
+    "logical_id",
+    ["BuildsTable", "WebhookSecret", "TriggerFailureQueue", "BuildRequestFailureQueue"],
+)
+def test_what_holds_data_or_identity_is_retained(logical_id: str) -> None:
+    spec = RESOURCES[logical_id]
+    assert spec["DeletionPolicy"] == "Retain"
+    assert spec["UpdateReplacePolicy"] == "Retain"
+
+
+def test_the_build_history_is_protected_from_deletion() -> None:
+    assert resource("BuildsTable")["Properties"]["DeletionProtectionEnabled"] is True
+
+
+@pytest.mark.parametrize(
+    "logical_id", sorted(n for n, r in RESOURCES.items() if r["Type"] == "AWS::Logs::LogGroup")
+)
+def test_log_groups_are_unnamed_and_outlive_the_stack(logical_id: str) -> None:
+    spec = RESOURCES[logical_id]
+    assert spec["DeletionPolicy"] == "Retain"
+    assert "LogGroupName" not in spec["Properties"], "a retained named group blocks re-creating"
+
+
+def test_a_flood_is_bounded_by_parameters() -> None:
+    webhook = resource("GitHubWebhookFunction")["Properties"]
+    assert webhook["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasWebhookConcurrency", {"Ref": "WebhookConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+    project = resource("ImageBuildProject")["Properties"]
+    assert project["ConcurrentBuildLimit"] == {
+        "Fn::If": [
+            "HasConcurrentBuildLimit",
+            {"Ref": "ConcurrentBuildLimit"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    assert int(TEMPLATE["Parameters"]["WebhookConcurrency"]["Default"]) > 0
+    assert int(TEMPLATE["Parameters"]["ConcurrentBuildLimit"]["Default"]) > 0
+
+
+def test_the_build_role_only_has_the_image_actions_the_build_uses() -> None:
+    (statement,) = (
+        s
+        for owner, s in _statements()
+        if owner == "BuildProjectRole" and s.get("Sid") == "PushAndPullImageAndCache"
+    )
+    assert "ecr:DescribeImages" not in statement["Action"]
+
+
+def test_cfn_lint_informational_checks_are_clean() -> None:
+    """`make lint` runs cfn-lint with --include-checks I: DeletionPolicy and the like."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    result = subprocess.run(
+        [str(cfn_lint), str(ROOT / "template.yaml"), "--include-checks", "I"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

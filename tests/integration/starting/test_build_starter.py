@@ -188,8 +188,9 @@ def test_a_retry_within_the_lease_waits_instead_of_returning(pipeline: Pipeline)
 def test_a_request_that_never_starts_lands_whole_in_the_failure_queue(pipeline: Pipeline) -> None:
     pipeline.codebuild.throttle(1000)
     sent = pipeline.push(A, ROOT)
-    for _ in range(10):
-        pipeline.source.poll_once()
+    for _ in range(50):
+        if not pipeline.source.poll_once().received:
+            break
     (parked,) = pipeline.failed_requests()
     assert parked == sent
 
