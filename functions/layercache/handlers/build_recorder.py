@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -32,7 +33,10 @@ def default_service() -> tuple[RecorderSettings, BuildRecorder]:
     settings = RecorderSettings.from_env()
     github = None
     if settings.github_enabled:
-        token = SecretToken(settings.github_token_secret_arn)
+        token = SecretToken(
+            settings.github_token_secret_arn,
+            max_age_seconds=settings.github_token_max_age_seconds,
+        )
         github = GitHubStatusClient(settings.source_repository, token, settings.github_api_url)
     notifier = (
         SnsNotifier(settings.build_notifications_topic_arn)
@@ -67,7 +71,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         return {"recorded": False, "reason": "foreign project"}
 
-    outcome = recorder.record(parsed)
+    outcome = recorder.record(
+        parsed, time_left=timedelta(milliseconds=context.get_remaining_time_in_millis())
+    )
     if outcome.metrics:
         metrics.add_dimensions(**outcome.dimensions)
         for point in outcome.metrics:
@@ -76,6 +82,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "Build state recorded" if outcome.recorded else "Build state already recorded",
         build_id=outcome.build_id,
         status=outcome.status.value,
+        reported=outcome.reported,
         notified=outcome.notified,
         commit_status_posted=outcome.status_posted,
         tags_published=outcome.publication.tags if outcome.publication else (),
@@ -84,6 +91,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "recorded": outcome.recorded,
         "build_id": outcome.build_id,
         "status": outcome.status.value,
+        "reported": outcome.reported,
         "notified": outcome.notified,
         "commit_status_posted": outcome.status_posted,
         "tags_published": list(outcome.publication.tags) if outcome.publication else [],

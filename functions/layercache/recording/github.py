@@ -3,6 +3,11 @@
 Best effort by design: the build record is written before any status call, and a status
 that cannot be posted (GitHub down, rate limited for long, bad token) is logged, never
 raised, so it can't make the recorder's invocation fail and retry.
+
+A status that a later one may overtake (`pending`) is posted with `unless`, asked before
+every attempt: once the build's final status is recorded, a retry of `pending` is not
+sent (the service also re-posts the final status if it finds it recorded after a
+`pending` went out, see service.py).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import Message
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from aws_lambda_powertools import Logger
@@ -23,9 +28,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from layercache.build_records import BuildStatus
 from layercache.recording.build import seconds_text
-
-if TYPE_CHECKING:
-    pass
 
 logger = Logger(child=True)
 
@@ -149,8 +151,12 @@ class GitHubStatusClient:
             f"/statuses/{quote(sha, safe='')}"
         )
 
-    def post(self, status: CommitStatus) -> bool:
-        """Post `status`; True when GitHub accepted it. Failures are logged, not raised."""
+    def post(self, status: CommitStatus, *, unless: Callable[[], bool] | None = None) -> bool:
+        """Post `status`; True when GitHub accepted it. Failures are logged, not raised.
+
+        `unless`, when given, is asked before every attempt: True (or an AWS error
+        asking it) abandons the post, so a retry can't land after a newer status.
+        """
         body = json.dumps(
             {
                 "state": status.state,
@@ -172,6 +178,8 @@ class GitHubStatusClient:
             )
             return False
         for attempt in range(self.policy.max_attempts):
+            if unless is not None and _overtaken(unless, log):
+                return False
             request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
                 self.url(status.sha),
                 data=body,
@@ -214,6 +222,21 @@ class GitHubStatusClient:
             )
             self.sleep(delay)
         return False  # pragma: no cover - retry_delay gives up on the last attempt
+
+
+def _overtaken(unless: Callable[[], bool], log: Mapping[str, Any]) -> bool:
+    try:
+        overtaken = unless()
+    except (ClientError, BotoCoreError) as error:
+        logger.warning(
+            "Can't tell whether the commit status is still due; not posted",
+            error=str(error),
+            **log,
+        )
+        return True
+    if overtaken:
+        logger.info("A newer commit status is recorded; this one is not posted", **log)
+    return overtaken
 
 
 def _error_text(error: urllib.error.HTTPError) -> str:

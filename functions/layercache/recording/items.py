@@ -10,8 +10,30 @@ own attributes (status, times, phases, outputs) plainly, under a condition on
   late IN_PROGRESS changes nothing.
 - A final status is recorded over nothing or IN_PROGRESS; a second final event is a
   duplicate and changes nothing. One exception: the same final status again while
-  `reported_at` is missing, i.e. the invocation that recorded it failed before its
-  notifications went out; the retry records the same values again and reports.
+  `reported_at` is missing, i.e. its report has not gone out yet (the invocation that
+  recorded it failed, or is still reporting); it records the same values again and then
+  competes for the report below.
+
+Reporting a final status (SNS notification, commit status, outcome metrics) is done once
+per build by one invocation, which first claims it on the item (`report_token`,
+`report_lease_until`; see `BuildRecordStore.claim_report`):
+
+1. The claim is a conditional UpdateItem: the final status is recorded, `reported_at` is
+   absent and no live lease is held (none, or `report_lease_until` has passed). Two
+   copies of one event handled at once may both write the record; exactly one claims.
+2. The claimant sends, then sets `reported_at` while its token still holds the claim.
+3. Its lease ends at its own invocation's deadline (Lambda stops it there), so two live
+   invocations never hold the claim at once. If it fails with an error before
+   `reported_at` is set, it releases the claim and raises, and Lambda's retry claims at
+   once; if it dies without a word (timeout, out of memory), the claim lapses at the
+   lease's end and a retry claims then.
+4. An invocation that finds the claim held waits for it: `reported_at` set means there is
+   nothing left to do; a released or lapsed claim is taken over. If its own deadline
+   comes first, it raises `ReportPending`, so Lambda retries the event later.
+
+So each outcome is reported at least once, and never twice because copies of its event
+arrived together. Only a crash after a send and before `reported_at` is written repeats
+that send on the retry.
 """
 
 from __future__ import annotations
@@ -40,6 +62,8 @@ from layercache.recording.build import BuildFacts
 
 RECORDED_STATUS = "recorded_status"
 REPORTED_AT = "reported_at"
+REPORT_TOKEN = "report_token"  # noqa: S105 - an attribute name
+REPORT_LEASE_UNTIL = "report_lease_until"
 
 
 @dataclass(frozen=True)

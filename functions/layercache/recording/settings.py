@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from layercache.github_token import DEFAULT_MAX_AGE_SECONDS
 from layercache.settings import GitHubApiSettings
 
 
@@ -14,6 +15,8 @@ class RecorderSettings(GitHubApiSettings):
     build_notifications_topic_arn: str = ""
     source_type: str = "GITHUB"
     source_repository: str = ""
+    # The GitHub token is read again after this long, so a rotated token is picked up.
+    github_token_max_age_seconds: int = Field(default=DEFAULT_MAX_AGE_SECONDS, ge=0)
 
     @property
     def github_enabled(self) -> bool:

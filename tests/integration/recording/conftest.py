@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -162,6 +162,10 @@ class FakeGitHub:
     requests: list[dict[str, Any]] = field(default_factory=list)
     # Answers to give, in order; after they run out, 201 Created.
     answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    # States GitHub took, in the order it took them: the last one is what GitHub shows.
+    accepted: list[str] = field(default_factory=list)
+    # Called with each request's body before it is answered (in the server's thread).
+    on_request: Callable[[dict[str, Any]], None] | None = None
 
     def statuses(self) -> list[str]:
         return [request["body"]["state"] for request in self.requests]
@@ -181,6 +185,11 @@ def fake_github() -> Iterator[FakeGitHub]:
                     {"path": self.path, "headers": dict(self.headers), "body": body}
                 )
                 code, headers = fake.answers.pop(0) if fake.answers else (201, {})
+            if fake.on_request is not None:
+                fake.on_request(body)
+            if code < 300:
+                with lock:
+                    fake.accepted.append(body.get("state"))
             payload = json.dumps({"message": "Created" if code < 300 else f"Error {code}"}).encode()
             self.send_response(code)
             for name, value in headers.items():

@@ -8,9 +8,10 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from layercache.build_records import BuildsTable
-from layercache.github_token import SecretToken
+from layercache.github_token import SecretToken, TokenUnavailable
 from layercache.recording.events import BuildStateChangeEvent
 from layercache.recording.github import (
     CommitStatus,
@@ -160,6 +161,32 @@ def test_only_http_urls() -> None:
         GitHubStatusClient("o/r", lambda: "t", "file:///etc/passwd")
 
 
+def test_a_status_overtaken_between_attempts_is_not_retried(fake_github: FakeGitHub) -> None:
+    fake_github.answers = [(502, {})]
+    asked: list[int] = []
+
+    def overtaken() -> bool:
+        asked.append(len(fake_github.requests))
+        return len(asked) > 1  # the final status was recorded during the backoff
+
+    assert not client(fake_github.url, Sleeps()).post(STATUS, unless=overtaken)
+
+    assert asked == [0, 1]
+    assert len(fake_github.requests) == 1
+
+
+def test_a_status_whose_guard_cannot_be_read_is_not_posted(
+    fake_github: FakeGitHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unreadable() -> bool:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "GetItem")
+
+    assert not client(fake_github.url, Sleeps()).post(STATUS, unless=unreadable)
+
+    assert fake_github.requests == []
+    assert "Can't tell whether the commit status is still due" in caplog.text
+
+
 def test_token_is_read_once_from_secrets_manager(
     aws: None, github_token_secret: str, fake_github: FakeGitHub
 ) -> None:
@@ -185,6 +212,83 @@ def test_token_as_json_and_missing_secret(aws: None, fake_github: FakeGitHub) ->
     assert not client(fake_github.url, Sleeps(), SecretToken(missing, secrets)).post(STATUS)
 
     assert [r["headers"]["Authorization"] for r in fake_github.requests] == ["Bearer ghp_json"]
+
+
+def test_token_is_read_again_after_its_max_age(
+    aws: None, github_token_secret: str, fake_github: FakeGitHub
+) -> None:
+    secrets = boto3.client("secretsmanager", region_name=REGION)
+    token = SecretToken(github_token_secret, secrets, max_age_seconds=0)
+    github = client(fake_github.url, Sleeps(), token)
+
+    assert github.post(STATUS)
+    secrets.put_secret_value(SecretId=github_token_secret, SecretString="ghp_rotated")
+    assert github.post(STATUS)
+
+    assert [r["headers"]["Authorization"] for r in fake_github.requests] == [
+        "Bearer ghp_fake0token",
+        "Bearer ghp_rotated",
+    ]
+
+
+def test_forget_reads_the_token_again_within_its_max_age(
+    aws: None, github_token_secret: str
+) -> None:
+    secrets = boto3.client("secretsmanager", region_name=REGION)
+    token = SecretToken(github_token_secret, secrets)  # the default: five minutes
+    assert token.max_age_seconds == 300
+
+    assert token() == "ghp_fake0token"
+    secrets.put_secret_value(SecretId=github_token_secret, SecretString='{"token": "ghp_new"}')
+    assert token() == "ghp_fake0token"
+    token.forget()
+    assert token() == "ghp_new"
+
+
+def test_a_token_read_before_outlives_a_secrets_manager_failure(
+    aws: None, github_token_secret: str
+) -> None:
+    secrets = boto3.client("secretsmanager", region_name=REGION)
+    token = SecretToken(github_token_secret, secrets, max_age_seconds=0)
+
+    assert token() == "ghp_fake0token"
+    secrets.delete_secret(SecretId=github_token_secret, ForceDeleteWithoutRecovery=True)
+    assert token() == "ghp_fake0token"  # remembered, and the failure logged
+
+    cold = SecretToken(github_token_secret, secrets, max_age_seconds=0)
+    with pytest.raises(TokenUnavailable):
+        cold()
+
+
+def test_handler_picks_up_a_rotated_token(
+    stack: Any,
+    function_env: Any,
+    notifications: Any,
+    github_token_secret: str,
+    fake_github: FakeGitHub,
+) -> None:
+    function_env(
+        "BuildRecorderFunction",
+        GITHUB_TOKEN_SECRET_ARN=github_token_secret,
+        GITHUB_API_URL=fake_github.url,
+        GITHUB_TOKEN_MAX_AGE_SECONDS="0",
+    )
+    module_name, _, name = function_handler("BuildRecorderFunction").rpartition(".")
+    module = importlib.import_module(module_name)
+    module.default_service.cache_clear()
+    handler = getattr(module, name)
+    secrets = boto3.client("secretsmanager", region_name=REGION)
+
+    handler(sample("in-progress"), FakeLambdaContext())
+    secrets.put_secret_value(SecretId=github_token_secret, SecretString="ghp_rotated")
+    handler(sample("succeeded"), FakeLambdaContext())  # the same warm container
+
+    assert fake_github.statuses() == ["pending", "success"]
+    assert [r["headers"]["Authorization"] for r in fake_github.requests] == [
+        "Bearer ghp_fake0token",
+        "Bearer ghp_rotated",
+    ]
+    module.default_service.cache_clear()
 
 
 def test_failing_status_calls_never_lose_the_record(
