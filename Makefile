@@ -33,11 +33,12 @@ buildspec: $(BIN)/.installed ## Copy buildspecs/buildspec.yml into template.yaml
 	$(BIN)/python scripts/sync_buildspec.py --write
 
 .PHONY: lint
-lint: $(BIN)/.installed ## ruff, mypy, cfn-lint, sam validate --lint, buildspec in sync
+lint: $(BIN)/.installed ## ruff, mypy, cfn-lint, sam validate --lint, buildspec and slug in sync
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python scripts/sync_buildspec.py --check
+	$(BIN)/python scripts/sync_slug.py --check
 	$(BIN)/cfn-lint template.yaml --include-checks I
 	$(BIN)/sam validate --lint --template-file template.yaml --region us-east-1
 

@@ -9,8 +9,9 @@ What one run does:
 
 1. logs in to ECR when the repository is in ECR (CodeBuild); any other registry is
    used as the local Docker configuration allows;
-2. picks the builder: a standalone BuildKit (`docker-container`, created on demand) on
-   CodeBuild, or any named buildx builder (the local rig's);
+2. picks the builder: a standalone BuildKit (`docker-container`, created on demand from
+   the pinned BuildKit image, mirrored into ECR on first use) on CodeBuild, or any named
+   buildx builder (the local rig's);
 3. runs ``docker buildx build --push`` with ``--cache-from`` the branch's cache ref and
    then the default branch's, and ``--cache-to`` the branch's cache ref
    (``mode=max,image-manifest=true,oci-mediatypes=true``, which ECR accepts); there is
@@ -31,16 +32,31 @@ The branch comes from ``LAYERCACHE_BRANCH`` (the triggers set it). A build start
 hand (``aws codebuild start-build --source-version refs/heads/<branch>``) has none; the
 driver then reads it from ``CODEBUILD_SOURCE_VERSION`` (`branch_from_source_version`).
 
-Failure policy:
+Failure policy (`classify_failure`):
 
 - a cache ref that does not exist yet (the first build of a branch) is normal;
-- a build that fails while a cache was imported is retried once with ``--no-cache``
-  (an unreachable or corrupt cache must not fail the build), with a warning;
+- only a failure to fetch what the cache holds (a cache layer the registry no longer
+  has, a corrupt cache) is retried, once, with ``--no-cache``, with a warning: an
+  unreachable or corrupt cache must not fail the build;
+- a push the registry refuses (401/403, denied, unauthorized) fails the build at once
+  with the registry's own error: no rebuild can fix it, and the cache is not to blame;
 - a build whose image was pushed but whose cache export failed counts: the image is
   kept, the export is reported as a warning, and the cache ref stays as it was. The
   driver then repeats the build without ``--cache-to`` on the same builder (every step
   is in the builder's local cache, so this takes a second) to learn the digest;
-- a failed image push fails the build (exit status 1).
+- a step whose container failed to start (BuildKit's ``runc run failed: ...``, "failed
+  to create shim task", "failed to start"; seen under load as ``read init-p: connection
+  reset by peer``) is retried once, on the same builder; any other failure is not;
+- the failure summary names the step that failed (`failure_reason`), never the benign
+  "importing cache manifest ... not found" of a first build.
+
+The progress stream is summarised while it streams (`ProgressReader`): memory does not
+grow with the build's log.
+
+The standalone BuildKit runs the image LAYERCACHE_BUILDKIT_IMAGE (default: a release
+pinned by digest). With LAYERCACHE_BUILDKIT_MIRROR set to a repository (the stack's own
+ECR repository), the first build copies that image there, and every build pulls it from
+there (`buildkit_image`): Docker Hub is asked once per stack, not once per build.
 """
 
 from __future__ import annotations
@@ -48,6 +64,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -56,10 +73,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 MODES = ("normal", "refresh", "clean")
 #: The build-arg a refresh build sets to today's date; Dockerfiles declare it right
@@ -68,11 +86,16 @@ MODES = ("normal", "refresh", "clean")
 REFRESH_ARG = "LAYERCACHE_REFRESH_DATE"
 #: The builder the driver creates when asked for a standalone BuildKit.
 STANDALONE_BUILDER = "layercache"
-DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:buildx-stable-1"
+#: The BuildKit the standalone builder runs: the release buildx-stable-1 pointed at when
+#: this was written (v0.32.2), pinned by the digest of its multi-platform index (amd64
+#: and arm64), so a moved tag can never change what runs privileged with the push
+#: credentials. Override with LAYERCACHE_BUILDKIT_IMAGE; docs/build-cache.md says how
+#: to move the pin.
+DEFAULT_BUILDKIT_IMAGE = (
+    "moby/buildkit:v0.32.2@sha256:28a898719c18a33f4e8000685287fa36fd0dd9560c6440227d3a732d79bb41d8"
+)
 MAX_TAG_LENGTH = 128  # Docker's limit
 SHORT_SHA = 7
-# Both "cache-<slug>" and "<slug>-<sha7>" must fit in one tag.
-MAX_SLUG_LENGTH = MAX_TAG_LENGTH - max(len("cache-"), len("-") + SHORT_SHA)
 # A full or abbreviated commit id (SHA-1 or SHA-256 repositories).
 COMMIT_ID = re.compile(r"^[0-9a-fA-F]{7,64}$")
 # CodeBuild's "reference and commit" source version: `refs/heads/main^{<full sha>}`.
@@ -113,16 +136,40 @@ class BuildFailed(Exception):
 # ---------------------------------------------------------------- names and tags
 
 
-def branch_slug(branch: str) -> str:
-    """The branch as it appears in tags: `feature/x` -> `feature-x`.
+# >>> branch slug: written in buildspecs/build_driver.py and copied as it is into
+# functions/layercache/pruning/model.py by scripts/sync_slug.py (`make lint` checks).
+SLUG_MAX_LENGTH = 120  # so `cache-<slug>` and `<slug>-<sha7>` fit Docker's 128-character tags
+SLUG_HASH_LENGTH = 12
+_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+# A name kept as it is must not pass for a tag the pipeline writes itself: `latest`, a
+# cache ref `cache-*`, a commit (40 or 64 hex digits), a build tag `<slug>-<sha7>`, or a
+# slug that was given a hash suffix `<name>-<12 hex digits>`.
+_SLUG_RESERVED = re.compile(
+    r"latest|cache-.*|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}|.*-[0-9a-f]{7}|.*-[0-9a-f]{12}", re.DOTALL
+)
 
-    Every character outside [A-Za-z0-9_.-] becomes `-`, leading `.` and `-` go (a tag
-    must start with a word character), and the result is cut so that both
-    `cache-<slug>` and `<slug>-<sha7>` fit Docker's 128-character tag limit.
+
+def branch_slug(branch: str) -> str:
+    """The branch as it appears in tags; two branches never share a slug.
+
+    A name that is already a safe tag (only [A-Za-z0-9_.-], not starting with `.` or
+    `-`, at most SLUG_MAX_LENGTH characters) and is not reserved is its own slug:
+    `main`, `release-1.0`. Any other name is made safe (every other character becomes
+    `-`, leading `.` and `-` go, `unnamed` if nothing is left), cut, and suffixed with
+    `-` and the first SLUG_HASH_LENGTH hex digits of the SHA-256 of the whole name:
+    `feature/a` -> `feature-a-<hash>`, never `feature-a`; `latest` -> `latest-<hash>`.
+    Kept names never end like a suffix, so a changed name can't meet a kept one.
     """
     name = branch.removeprefix("refs/heads/")
-    slug = re.sub(r"[^A-Za-z0-9_.-]", "-", name).lstrip(".-")[:MAX_SLUG_LENGTH]
-    return slug or "unnamed"
+    safe = _SLUG_UNSAFE.sub("-", name).lstrip(".-")
+    if name == safe and 0 < len(name) <= SLUG_MAX_LENGTH and not _SLUG_RESERVED.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+    stem = (safe or "unnamed")[: SLUG_MAX_LENGTH - 1 - SLUG_HASH_LENGTH]
+    return f"{stem}-{digest[:SLUG_HASH_LENGTH]}"
+
+
+# <<< branch slug
 
 
 def cache_tag(branch: str) -> str:
@@ -215,6 +262,7 @@ class BuildRequest:
     network: str = ""  # `--network` for RUN steps (tests use "none")
     builder: str = ""  # "docker-container", a buildx builder name, or "" for the current one
     buildkit_image: str = DEFAULT_BUILDKIT_IMAGE
+    buildkit_mirror: str = ""  # registry/name to copy buildkit_image into and pull it from
     build_args: tuple[str, ...] = ()
 
     @property
@@ -282,6 +330,44 @@ def buildx_command(
 # ---------------------------------------------------------------- BuildKit's progress
 
 
+#: Of each running step's output, the end is kept (to tell a container that failed to
+#: start from a command that failed); a step that completes without error drops it.
+LOG_TAIL_CHARS = 2048
+#: buildx's own ERROR lines kept for the failure summary (the last ones).
+ERROR_LINES_KEPT = 5
+#: A status object that never ends (a stray `{` line) is given up on at this size.
+MAX_STATUS_CHARS = 8 * 1024 * 1024
+# BuildKit's error of a RUN step whose process failed, with the command quoted in it.
+PROCESS_FAILED = re.compile(r'process ".*" did not complete successfully: ', re.DOTALL)
+# A container that never started: BuildKit's or the runtime's words for it.
+START_FAILURE_ERROR = re.compile(
+    r"runc (?:run|create|start) failed|unable to start container process"
+    r"|failed to create shim task|OCI runtime (?:create|start) failed"
+    r"|read init-p: connection reset by peer|failed to start\b",
+    re.IGNORECASE,
+)
+# The same, as the runtime prints it in the step's output (the error then says only
+# "exit code: 1"): the last line the step wrote, never the command's own words.
+START_FAILURE_OUTPUT = re.compile(
+    r"^(?:runc (?:run|create|start) failed: "
+    r"|.*(?:unable to start container process: |failed to create shim task: ))"
+)
+# Fetching what the cache holds failed: a cache layer the registry no longer has, or a
+# cached result BuildKit could not load.
+CACHE_FETCH_ERROR = re.compile(
+    r"could not fetch content descriptor|httpReadSeeker|blob unknown|failed to load cache"
+    r"|unexpected commit digest|failed to get state for index",
+    re.IGNORECASE,
+)
+# The registry refused: no rebuild can fix that.
+REFUSED_ERROR = re.compile(
+    r"\b(?:401|403)\b|unauthori[sz]ed|\bdenied\b|forbidden|authentication required"
+    r"|no basic auth credentials|not authorized",
+    re.IGNORECASE,
+)
+CANCELED = re.compile(r"^(?:context )?canceled$|: context canceled$", re.IGNORECASE)
+
+
 @dataclass
 class Vertex:
     """One node of the build graph as BuildKit reported it (merged over its updates)."""
@@ -292,6 +378,7 @@ class Vertex:
     started: dt.datetime | None = None
     completed: dt.datetime | None = None
     error: str = ""
+    output_tail: str = ""  # the end of its output, kept while it runs and if it failed
 
     @property
     def is_step(self) -> bool:
@@ -304,6 +391,30 @@ class Vertex:
         if self.started is None or self.completed is None:
             return 0.0
         return max(0.0, (self.completed - self.started).total_seconds())
+
+    @property
+    def is_benign(self) -> bool:
+        """An error that is no failure: a cache ref not there yet, or a step canceled
+        because another one failed."""
+        if CACHE_IMPORT_NAME.match(self.name) and is_missing_ref(self.error):
+            return True
+        return bool(CANCELED.search(self.error.strip()))
+
+    def start_failure(self) -> str:
+        """The runtime's words if this step's container failed to start, else ``""``."""
+        cause = PROCESS_FAILED.sub("", self.error)
+        if START_FAILURE_ERROR.search(cause):
+            return cause
+        if cause != self.error:  # the process "did not complete": look at what it printed
+            lines = [line.strip() for line in self.output_tail.splitlines() if line.strip()]
+            if lines and START_FAILURE_OUTPUT.match(lines[-1]):
+                return lines[-1]
+        return ""
+
+    def describe(self) -> str:
+        text = f"{self.name}: {self.error}"
+        cause = self.start_failure()
+        return f"{text} ({cause})" if cause and cause not in self.error else text
 
 
 def _timestamp(value: Any) -> dt.datetime | None:
@@ -319,8 +430,8 @@ def _timestamp(value: Any) -> dt.datetime | None:
     return dt.datetime.fromisoformat(f"{whole}.{micro}{zone}")
 
 
-def iter_json_objects(text: str) -> Iterator[dict[str, Any]]:
-    """The JSON objects in `text`, which holds pretty-printed objects and stray lines."""
+def iter_json_objects(text: str) -> Iterator[dict[str, Any] | str]:
+    """The JSON objects in `text`, and the lines between them that are not JSON."""
     decoder = json.JSONDecoder()
     index = 0
     while index < len(text):
@@ -332,30 +443,129 @@ def iter_json_objects(text: str) -> Iterator[dict[str, Any]]:
             obj, index = decoder.raw_decode(text, index)
         except json.JSONDecodeError:
             newline = text.find("\n", index)
-            index = len(text) if newline < 0 else newline + 1
+            end = len(text) if newline < 0 else newline + 1
+            yield text[index:end]
+            index = end
             continue
         if isinstance(obj, dict):
             yield obj
 
 
-def parse_progress(text: str) -> list[Vertex]:
-    """The vertices of a `--progress=rawjson` stream, in the order they first appeared."""
-    vertices: dict[str, Vertex] = {}
-    for status in iter_json_objects(text):
+class ProgressReader:
+    """Reads buildx's ``--progress=rawjson`` stream line by line, as it arrives.
+
+    It echoes a readable build log to `out` (step lines, the steps' own output, buildx's
+    other lines) and keeps a running summary: each vertex merged over its updates, the
+    end of the output of running and failed steps, and buildx's last ERROR lines. The
+    stream itself is never kept: memory does not grow with the log.
+
+    buildx prints each status as pretty-printed JSON ending with a `}` line of its own;
+    anything else (buildx's own ERROR and WARNING lines) is passed through.
+    """
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out
+        self._buffer: list[str] = []
+        self._buffered = 0
+        self._vertices: dict[str, Vertex] = {}
+        self._shown: set[str] = set()
+        self.error_lines: deque[str] = deque(maxlen=ERROR_LINES_KEPT)
+
+    def feed(self, line: str) -> None:
+        if not self._buffer and not line.startswith("{"):
+            self._other(line)
+            return
+        self._buffer.append(line)
+        self._buffered += len(line)
+        closing = line.rstrip("\r\n")
+        single = len(self._buffer) == 1 and closing.endswith("}")
+        if closing == "}" or single or self._buffered > MAX_STATUS_CHARS:
+            self._flush()
+
+    def finish(self) -> None:
+        """The stream ended: read what is left of it."""
+        self._flush()
+        if self._out is not None:
+            self._out.flush()
+
+    def vertices(self) -> list[Vertex]:
+        """Every vertex, in the order it first appeared."""
+        return list(self._vertices.values())
+
+    def summary(self) -> ProgressSummary:
+        return summarize(self.vertices(), self.error_lines)
+
+    def _flush(self) -> None:
+        text, self._buffer, self._buffered = "".join(self._buffer), [], 0
+        for item in iter_json_objects(text):
+            if isinstance(item, str):
+                self._other(item)
+            else:
+                self._status(item)
+        if self._out is not None:
+            self._out.flush()
+
+    def _other(self, line: str) -> None:
+        if line.startswith("ERROR"):
+            self.error_lines.append(line.rstrip("\n"))
+        if self._out is not None:
+            self._out.write(line if line.endswith("\n") else line + "\n")
+
+    def _status(self, status: dict[str, Any]) -> None:
+        for entry in status.get("logs") or []:
+            data = entry.get("data")
+            if not isinstance(data, str):
+                continue
+            text = base64.b64decode(data).decode("utf-8", "replace")
+            self._write(text)
+            digest = str(entry.get("vertex", ""))
+            vertex = self._vertices.setdefault(digest, Vertex(digest=digest))
+            if not vertex.completed or vertex.error:
+                vertex.output_tail = (vertex.output_tail + text)[-LOG_TAIL_CHARS:]
         for update in status.get("vertexes") or []:
             digest = str(update.get("digest", ""))
-            vertex = vertices.setdefault(digest, Vertex(digest=digest))
+            vertex = self._vertices.setdefault(digest, Vertex(digest=digest))
             vertex.name = str(update.get("name") or vertex.name)
             vertex.cached = vertex.cached or bool(update.get("cached"))
             vertex.started = _timestamp(update.get("started")) or vertex.started
             vertex.completed = _timestamp(update.get("completed")) or vertex.completed
             vertex.error = str(update.get("error") or vertex.error)
-    return list(vertices.values())
+            if vertex.completed and not vertex.error:
+                vertex.output_tail = ""  # done, and fine: its output is of no more use
+            if vertex.completed and vertex.name and digest not in self._shown:
+                self._shown.add(digest)
+                self._write(self._line(vertex))
+
+    def _write(self, text: str) -> None:
+        if self._out is not None:
+            self._out.write(text)
+
+    @staticmethod
+    def _line(vertex: Vertex) -> str:
+        name, error = vertex.name, vertex.error
+        if error and CACHE_IMPORT_NAME.match(name) and is_missing_ref(error):
+            return f"  none   {name} (no cache there yet: normal on a branch's first build)\n"
+        state = "CACHED" if vertex.cached else "done"
+        return f"  {state:6} {name}" + (f" ERROR: {error}" if error else "") + "\n"
+
+
+def read_progress(lines: Iterable[str], out: TextIO | None = None) -> ProgressReader:
+    """Feed a whole stream (an iterable of lines) through a ProgressReader."""
+    reader = ProgressReader(out)
+    for line in lines:
+        reader.feed(line)
+    reader.finish()
+    return reader
+
+
+def parse_progress(text: str) -> list[Vertex]:
+    """The vertices of a `--progress=rawjson` stream, in the order they first appeared."""
+    return read_progress(text.splitlines(keepends=True)).vertices()
 
 
 @dataclass
 class ProgressSummary:
-    """What one attempt's progress stream says about the cache and the timings."""
+    """What one attempt's progress stream says about the cache, the timings and failures."""
 
     steps: list[Vertex]
     imported_refs: list[str]  # cache refs whose manifest was read
@@ -366,6 +576,8 @@ class ProgressSummary:
     build_seconds: float
     push_seconds: float
     cache_export_seconds: float
+    failed: list[Vertex] = field(default_factory=list)  # errors that are failures
+    error_lines: list[str] = field(default_factory=list)  # buildx's last ERROR lines
 
     @property
     def cached_steps(self) -> int:
@@ -376,15 +588,23 @@ class ProgressSummary:
         return self.cached_steps / len(self.steps) if self.steps else 0.0
 
     def failed_steps(self) -> list[Vertex]:
-        return [step for step in self.steps if step.error]
+        return [step for step in self.steps if step.error and not step.is_benign]
+
+    def error_texts(self) -> list[str]:
+        """Every failure's error, without the commands quoted in them (a command's own
+        words, `RUN curl ... || echo denied`, must not decide what kind of failure it was)."""
+        texts = [PROCESS_FAILED.sub("", vertex.error) for vertex in self.failed]
+        texts += [PROCESS_FAILED.sub("", line) for line in self.error_lines]
+        return texts
 
 
-def summarize(vertices: Sequence[Vertex]) -> ProgressSummary:
+def summarize(vertices: Sequence[Vertex], error_lines: Iterable[str] = ()) -> ProgressSummary:
     steps = [vertex for vertex in vertices if vertex.is_step]
     imported: list[str] = []
     import_errors: dict[str, str] = {}
     image_exports: list[Vertex] = []
     cache_exports: list[Vertex] = []
+    failed: list[Vertex] = []
     for vertex in vertices:
         match = CACHE_IMPORT_NAME.match(vertex.name)
         if match:
@@ -392,10 +612,14 @@ def summarize(vertices: Sequence[Vertex]) -> ProgressSummary:
                 import_errors[match.group("ref")] = vertex.error
             elif vertex.completed:
                 imported.append(match.group("ref"))
-        elif vertex.name.startswith(IMAGE_EXPORT_NAMES) or vertex.name.startswith("pushing "):
+            continue  # BuildKit goes on without a cache it cannot read: not a failure
+        if vertex.name.startswith(IMAGE_EXPORT_NAMES) or vertex.name.startswith("pushing "):
             image_exports.append(vertex)
         elif vertex.name.startswith(CACHE_EXPORT_PREFIX):
             cache_exports.append(vertex)
+            continue  # a failed cache export is a warning, not a failure
+        if vertex.error and not vertex.is_benign:
+            failed.append(vertex)
     starts = [vertex.started for vertex in vertices if vertex.started]
     export_starts = [vertex.started for vertex in image_exports if vertex.started]
     build_seconds = 0.0
@@ -421,12 +645,61 @@ def summarize(vertices: Sequence[Vertex]) -> ProgressSummary:
         build_seconds=build_seconds,
         push_seconds=sum(vertex.seconds for vertex in image_exports),
         cache_export_seconds=sum(vertex.seconds for vertex in cache_exports),
+        failed=failed,
+        error_lines=list(error_lines),
     )
 
 
 def is_missing_ref(error: str) -> bool:
     """BuildKit's error for a cache ref that does not exist (yet): normal, not a warning."""
     return "not found" in error.lower()
+
+
+# ---------------------------------------------------------------- what failed
+
+#: The kinds of failure `classify_failure` tells apart.
+CACHE_EXPORT_FAILED = "cache-export"  # the image is pushed; only the cache export failed
+REFUSED = "refused"  # the registry refused (401/403, denied): fail at once
+CACHE_FETCH_FAILED = "cache-fetch"  # what the cache holds could not be fetched: rebuild
+CONTAINER_START_FAILED = "container-start"  # a step's container did not start: retry once
+FAILED = "failed"  # anything else: the build's own failure, reported as it is
+
+
+def classify_failure(summary: ProgressSummary, *, cache_used: bool) -> str:
+    """What kind of failure a failed attempt had, which decides what the driver does next.
+
+    `cache_used`: the attempt read a cache (`--cache-from`); a fetch failure can only be
+    the cache's fault then.
+    """
+    if summary.image_exported and summary.cache_export_error:
+        return CACHE_EXPORT_FAILED
+    texts = summary.error_texts()
+    # A fetch from the cache that failed, even refused, is the cache's: build without it.
+    if cache_used and summary.imported_refs and any(CACHE_FETCH_ERROR.search(t) for t in texts):
+        return CACHE_FETCH_FAILED
+    if any(REFUSED_ERROR.search(text) for text in texts):
+        return REFUSED
+    if any(step.start_failure() for step in summary.failed_steps()):
+        return CONTAINER_START_FAILED
+    return FAILED
+
+
+def failure_reason(summary: ProgressSummary, returncode: int = 1) -> str:
+    """What failed, for the build log's last line: the step that failed, else the push,
+    else any other failed vertex, else buildx's last ERROR line. Never the benign "no
+    cache there yet" of a first build, nor a step canceled because another one failed."""
+    steps = summary.failed_steps()
+    if steps:
+        return steps[0].describe()
+    if summary.image_export_error:
+        exports = [v for v in summary.failed if v.error == summary.image_export_error]
+        name = exports[0].name if exports else "exporting to image"
+        return f"{name}: {summary.image_export_error}"
+    if summary.failed:
+        return summary.failed[0].describe()
+    if summary.error_lines:
+        return summary.error_lines[-1]
+    return f"docker buildx build failed (exit status {returncode})"
 
 
 # ---------------------------------------------------------------- the report
@@ -488,12 +761,12 @@ def export_lines(variables: Mapping[str, str]) -> str:
 @dataclass(frozen=True)
 class Attempt:
     returncode: int
-    progress: str
+    summary: ProgressSummary
     metadata: dict[str, Any]
 
     @property
-    def summary(self) -> ProgressSummary:
-        return summarize(parse_progress(self.progress))
+    def ok(self) -> bool:
+        return self.returncode == 0
 
     @property
     def digest(self) -> str:
@@ -509,64 +782,21 @@ def info(message: str) -> None:
 
 
 def run_attempt(docker: str, args: Sequence[str], metadata_file: Path) -> Attempt:
-    """Run one `docker buildx build`, echoing its progress as it goes, and keep the stream."""
+    """Run one `docker buildx build`, echoing and summarising its progress as it streams."""
     metadata_file.unlink(missing_ok=True)
     info("$ " + shlex.join([docker, *args]))
-    echo = ProgressEcho()
-    kept: list[str] = []
+    reader = ProgressReader(sys.stderr)
     with subprocess.Popen(
         [docker, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
-            kept.append(line)
-            echo.feed(line)
+            reader.feed(line)
+    reader.finish()
     metadata: dict[str, Any] = {}
     if proc.returncode == 0 and metadata_file.exists():
         metadata = json.loads(metadata_file.read_text() or "{}")
-    return Attempt(proc.returncode, "".join(kept), metadata)
-
-
-class ProgressEcho:
-    """Turns the rawjson stream into a readable build log, line by line, while it runs.
-
-    buildx prints each status as pretty-printed JSON ending with a `}` line of its own;
-    anything else (buildx's own ERROR and WARNING lines) is passed through.
-    """
-
-    def __init__(self) -> None:
-        self._buffer: list[str] = []
-        self._done: set[str] = set()
-
-    def feed(self, line: str) -> None:
-        if not self._buffer and not line.startswith("{"):
-            sys.stderr.write(line)
-            return
-        self._buffer.append(line)
-        if line.rstrip("\n") != "}":
-            return
-        text, self._buffer = "".join(self._buffer), []
-        for status in iter_json_objects(text):
-            self._show(status)
-
-    def _show(self, status: dict[str, Any]) -> None:
-        for entry in status.get("logs") or []:
-            data = entry.get("data")
-            if isinstance(data, str):
-                sys.stderr.write(base64.b64decode(data).decode("utf-8", "replace"))
-        for vertex in status.get("vertexes") or []:
-            name, digest = vertex.get("name"), vertex.get("digest")
-            if vertex.get("completed") and name and digest not in self._done:
-                self._done.add(digest)
-                sys.stderr.write(self._line(name, bool(vertex.get("cached")), vertex.get("error")))
-        sys.stderr.flush()
-
-    @staticmethod
-    def _line(name: str, cached: bool, error: str | None) -> str:
-        if error and CACHE_IMPORT_NAME.match(name) and is_missing_ref(error):
-            return f"  none   {name} (no cache there yet: normal on a branch's first build)\n"
-        state = "CACHED" if cached else "done"
-        return f"  {state:6} {name}" + (f" ERROR: {error}" if error else "") + "\n"
+    return Attempt(proc.returncode, reader.summary(), metadata)
 
 
 def ecr_login(docker: str, registry: str) -> None:
@@ -615,7 +845,61 @@ def check_buildx(docker: str) -> None:
         )
 
 
-def ensure_builder(docker: str, setting: str, buildkit_image: str) -> str:
+def mirror_refs(image: str, mirror: str) -> tuple[str, str]:
+    """(the ref builds pull, the ref the first build pushes) for `image` in `mirror`.
+
+    An image pinned by digest is pulled from the mirror by that same digest (a one-source
+    `imagetools create` is a carbon copy of an index), and pushed under a tag that names
+    it: `moby/buildkit:v0.32.2@sha256:28a8...` -> `<mirror>@sha256:28a8...`, pushed as
+    `<mirror>:v0.32.2-28a898719c18`. An image named by tag only is mirrored under its tag.
+    """
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.partition(":")[2]
+    if digest:
+        label = digest.partition(":")[2][:12]
+        return f"{mirror}@{digest}", f"{mirror}:{tag}-{label}" if tag else f"{mirror}:{label}"
+    return f"{mirror}:{tag or 'latest'}", f"{mirror}:{tag or 'latest'}"
+
+
+def image_exists(docker: str, ref: str) -> bool:
+    found = subprocess.run(
+        [docker, "buildx", "imagetools", "inspect", ref],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return found.returncode == 0
+
+
+def buildkit_image(docker: str, image: str, mirror: str) -> str:
+    """The BuildKit image the standalone builder runs: `image`, or its copy in `mirror`.
+
+    With a mirror, the first build copies the image there (`docker buildx imagetools
+    create`, registry to registry) and every build pulls it from there. If the copy
+    cannot be made, the build warns and pulls `image` from its source this once.
+    """
+    if not mirror:
+        return image
+    pull_ref, push_ref = mirror_refs(image, mirror)
+    if image_exists(docker, pull_ref):
+        info(f"BuildKit image {image} from the mirror {pull_ref}")
+        return pull_ref
+    info(f"mirroring the BuildKit image {image} to {push_ref} (its first use here)")
+    copied = subprocess.run(
+        [docker, "buildx", "imagetools", "create", "--tag", push_ref, image],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if image_exists(docker, pull_ref):  # a concurrent first build may have copied it
+        return pull_ref
+    detail = (copied.stderr or copied.stdout).strip()[-500:] or f"{pull_ref} is not there"
+    warn(f"could not mirror {image} to {mirror} ({detail}); pulling it from its source")
+    return image
+
+
+def ensure_builder(docker: str, setting: str, image: str, mirror: str = "") -> str:
     """The buildx builder to use, created first when the setting asks for a standalone one."""
     if setting != "docker-container":
         return setting
@@ -626,10 +910,11 @@ def ensure_builder(docker: str, setting: str, buildkit_image: str) -> str:
         check=False,
     )
     if found.returncode != 0:
-        info(f"creating the standalone BuildKit builder {STANDALONE_BUILDER} ({buildkit_image})")
+        image = buildkit_image(docker, image, mirror)
+        info(f"creating the standalone BuildKit builder {STANDALONE_BUILDER} ({image})")
         subprocess.run(
             [docker, "buildx", "create", "--name", STANDALONE_BUILDER, "--driver",
-             "docker-container", "--driver-opt", f"image={buildkit_image}", "--bootstrap"],
+             "docker-container", "--driver-opt", f"image={image}", "--bootstrap"],
             check=True,
         )  # fmt: skip
     return STANDALONE_BUILDER
@@ -641,11 +926,14 @@ def ensure_builder(docker: str, setting: str, buildkit_image: str) -> str:
 def build(request: BuildRequest, *, docker: str = "docker", workdir: Path) -> BuildReport:
     """Build and push one image with the registry cache; raise BuildFailed if no image."""
     check_buildx(docker)
-    builder = ensure_builder(docker, request.builder, request.buildkit_image)
+    builder = ensure_builder(
+        docker, request.builder, request.buildkit_image, request.buildkit_mirror
+    )
     metadata_file = workdir / "metadata.json"
     cache_to = request.cache_ref(request.branch)
     cache_from = [] if request.mode == "clean" else request.cache_from_refs()
     warnings: list[str] = []
+    start_retries = [1]  # one retry of a container that failed to start, per build
 
     def attempt(cache_from: Sequence[str], cache_to: str | None, no_cache: bool) -> Attempt:
         args = buildx_command(
@@ -656,7 +944,17 @@ def build(request: BuildRequest, *, docker: str = "docker", workdir: Path) -> Bu
             no_cache=no_cache,
             metadata_file=metadata_file,
         )
-        return run_attempt(docker, args, metadata_file)
+        result = run_attempt(docker, args, metadata_file)
+        kind = "" if result.ok else classify_failure(result.summary, cache_used=bool(cache_from))
+        if kind == CONTAINER_START_FAILED and start_retries[0] > 0:
+            start_retries[0] -= 1
+            warnings.append(
+                f"a build container failed to start ({failure_reason(result.summary)}); "
+                "retrying once on the same builder"
+            )
+            warn(warnings[-1])
+            result = run_attempt(docker, args, metadata_file)
+        return result
 
     no_cache = request.mode == "clean"
     first = attempt(cache_from, cache_to, no_cache)
@@ -666,30 +964,34 @@ def build(request: BuildRequest, *, docker: str = "docker", workdir: Path) -> Bu
             warnings.append(f"cache {ref} could not be read, building without it: {error}")
             warn(warnings[-1])
 
-    if first.returncode == 0:
+    if first.ok:
         status = cold_or_warm(request, summary)
         return report_of(request, first.digest, summary, status, warnings)
 
-    if summary.image_exported and summary.cache_export_error:
+    kind = classify_failure(summary, cache_used=bool(cache_from))
+    if kind == CACHE_EXPORT_FAILED:
         return keep_image_without_cache(request, summary, attempt, cache_from, warnings)
-
-    if cache_from and summary.cached_steps and not summary.failed_steps():
-        # The image could not be made from the cache (a layer missing, a corrupt or
-        # unreachable cache): build everything once more, without it.
+    if kind == CACHE_FETCH_FAILED:
+        # What the cache holds could not be fetched (a layer missing, a corrupt cache):
+        # build everything once more, without it.
         warnings.append(
-            "the build failed with the cache "
-            f"({summary.image_export_error or last_error(first.progress)}); "
-            "rebuilding without it"
+            f"the build could not use the cache ({failure_reason(summary)}); rebuilding without it"
         )
         warn(warnings[-1])
         retry = attempt([], cache_to, True)
-        retry_summary = retry.summary
-        if retry.returncode == 0:
-            return report_of(request, retry.digest, retry_summary, "fallback", warnings)
-        if retry_summary.image_exported and retry_summary.cache_export_error:
-            return keep_image_without_cache(request, retry_summary, attempt, [], warnings)
-        first = retry
-    raise BuildFailed(last_error(first.progress))
+        if retry.ok:
+            return report_of(request, retry.digest, retry.summary, "fallback", warnings)
+        if classify_failure(retry.summary, cache_used=False) == CACHE_EXPORT_FAILED:
+            return keep_image_without_cache(request, retry.summary, attempt, [], warnings)
+        first, kind = retry, classify_failure(retry.summary, cache_used=False)
+    raise BuildFailed(failure_message(kind, first))
+
+
+def failure_message(kind: str, attempt: Attempt) -> str:
+    reason = failure_reason(attempt.summary, attempt.returncode)
+    if kind == REFUSED:
+        return f"the registry refused (no rebuild can fix that): {reason}"
+    return reason
 
 
 def keep_image_without_cache(
@@ -710,8 +1012,9 @@ def keep_image_without_cache(
     )
     warn(warnings[-1])
     repeat = attempt(cache_from, None, False)
-    if repeat.returncode != 0:
-        raise BuildFailed(last_error(repeat.progress))
+    if not repeat.ok:
+        kind = classify_failure(repeat.summary, cache_used=bool(cache_from))
+        raise BuildFailed(failure_message(kind, repeat))
     return report_of(request, repeat.digest, summary, "export-failed", warnings)
 
 
@@ -731,15 +1034,6 @@ def cold_or_warm(request: BuildRequest, summary: ProgressSummary) -> str:
     if request.mode == "clean":
         return "clean"
     return "warm" if summary.cached_steps else "cold"
-
-
-def last_error(stream: str) -> str:
-    """BuildKit's most telling error: a failed vertex's, else the last ERROR line."""
-    failed = [vertex for vertex in parse_progress(stream) if vertex.error]
-    if failed:
-        return f"{failed[-1].name}: {failed[-1].error}"
-    errors = [line for line in stream.splitlines() if line.startswith("ERROR")]
-    return errors[-1] if errors else "docker buildx build failed"
 
 
 # ---------------------------------------------------------------- command line
@@ -784,6 +1078,7 @@ def request_from(args: argparse.Namespace, env: Mapping[str, str]) -> BuildReque
         network=args.network or env.get("LAYERCACHE_BUILD_NETWORK", ""),
         builder=args.builder if args.builder is not None else env.get("LAYERCACHE_BUILDER", ""),
         buildkit_image=env.get("LAYERCACHE_BUILDKIT_IMAGE") or DEFAULT_BUILDKIT_IMAGE,
+        buildkit_mirror=env.get("LAYERCACHE_BUILDKIT_MIRROR", "").strip().rstrip("/"),
         build_args=tuple(args.build_arg or ()),
     )
     missing = [
@@ -831,6 +1126,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def registry_hosts(request: BuildRequest) -> list[str]:
+    """The registries the build reads or writes: image, cache, and the BuildKit mirror."""
+    refs = [request.repository, request.cache_repo]
+    if request.builder == "docker-container" and request.buildkit_mirror:
+        refs.append(request.buildkit_mirror)
+    return sorted({ref.split("/")[0] for ref in refs})
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     args = parse_args(argv)
@@ -845,7 +1148,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     started = time.monotonic()
     try:
         if not args.no_login:
-            for host in {request.repository.split("/")[0], request.cache_repo.split("/")[0]}:
+            for host in registry_hosts(request):
                 ecr_login(docker, host)
         with tempfile.TemporaryDirectory(prefix="layercache-") as tmp:
             report = build(request, docker=docker, workdir=Path(tmp))

@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
+from layercache.pruning.model import branch_slug
 from layercache_dev.github_events import LOCAL_WEBHOOK_SECRET
 from layercache_dev.rig import ROOT, docker_binary
 
@@ -106,7 +107,7 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
     # moving ones (through ECR's BatchGetImage + PutImage, onto the local registry).
     for build in builds.values():
         sha7 = build["commit"][:7]
-        slug = build["branch"].replace("/", "-")
+        slug = branch_slug(build["branch"])
         assert build["image_tags"] == [build["commit"], f"{slug}-{sha7}"]
         moving = [slug, "latest"] if build["branch"] == "main" else [slug]
         assert build["moving_tags"] == moving
@@ -159,13 +160,14 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
     assert {reason(entry) for entry in kept} <= KEEP_REASONS  # no age rule kept anything
     assert {reason(entry) for entry in deleted} <= DELETE_REASONS
     kept_tags = {tag for entry in kept for tag in entry["tags"]}
-    assert {"latest", "main", "cache-main", "feature-login", "cache-feature-login"} <= kept_tags
-    branch_heads = [e for e in kept if {"main", "feature-login"} & set(e["tags"])]
+    login = branch_slug("feature/login")
+    assert {"latest", "main", "cache-main", login, f"cache-{login}"} <= kept_tags
+    branch_heads = [e for e in kept if {"main", login} & set(e["tags"])]
     assert len(branch_heads) == 2
     # The moving tags the pruner saw are the recorder's last publications: the refreshes.
     heads = {tag: e["digest"] for e in branch_heads for tag in e["tags"]}
     assert heads["main"] == heads["latest"] == builds["nightly-main"]["image_digest"]
-    assert heads["feature-login"] == builds["nightly-feature/login"]["image_digest"]
+    assert heads[login] == builds["nightly-feature/login"]["image_digest"]
     assert sum(1 for e in kept if reason(e) == "child-of-kept-index") == 4
     older_builds = [builds[story]["commit"][:7] for story in ("cold", "unchanged", "halfway")]
     deleted_tags = {tag for entry in deleted for tag in entry["tags"]}

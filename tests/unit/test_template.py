@@ -328,6 +328,21 @@ def test_the_build_role_only_has_the_image_actions_the_build_uses() -> None:
     assert "ecr:DescribeImages" not in statement["Action"]
 
 
+def test_the_buildkit_image_is_mirrored_into_the_stacks_own_repository() -> None:
+    mirror = resource("BuildKitMirrorRepository")
+    assert mirror["Properties"]["ImageTagMutability"] == "IMMUTABLE"  # one tag per pin
+    (statement,) = (
+        s
+        for owner, s in _statements()
+        if owner == "BuildProjectRole" and s.get("Sid") == "MirrorBuildKitImage"
+    )
+    assert statement["Resource"] == {"Fn::GetAtt": ["BuildKitMirrorRepository", "Arn"]}
+    assert "ecr:BatchDeleteImage" not in statement["Action"]
+    variables = resource("ImageBuildProject")["Properties"]["Environment"]["EnvironmentVariables"]
+    uri = {"Fn::GetAtt": ["BuildKitMirrorRepository", "RepositoryUri"]}
+    assert {"Name": "LAYERCACHE_BUILDKIT_MIRROR", "Value": uri} in variables
+
+
 def test_cfn_lint_informational_checks_are_clean() -> None:
     """`make lint` runs cfn-lint with --include-checks I: DeletionPolicy and the like."""
     import subprocess

@@ -207,6 +207,8 @@ def deploy_stack(
             "BuildNotificationsTopic": topic,
             **queues,
             "BuildDriverBundle": "(local: buildspecs/build_driver.py)",
+            # The rig runs builds on its own BuildKit, so no BuildKit image is mirrored.
+            "BuildKitMirrorRepository.RepositoryUri": "",
         }
     )
     _create_project(client, names.project, refs)

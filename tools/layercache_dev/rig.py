@@ -33,6 +33,11 @@ binary itself (``.ci/setup-docker`` builds one from Debian's sources) and reache
 through buildx's ``remote`` driver: the same daemon, started differently. With
 ``builder_kind="docker"`` it uses the engine's own builder instead (which downloads
 every layer of the image on a cached rebuild).
+
+That buildkitd runs its containers through a thin wrapper around ``runc`` that passes
+every call through, except that ``rig.fail_next_container_start()`` makes the next
+container start fail the way a loaded host sometimes does (``runc run failed: ...
+read init-p: connection reset by peer``), once.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -397,6 +403,25 @@ class Registry:
 # ---------------------------------------------------------------- the standalone BuildKit
 
 
+#: What runc prints when a container's init process dies before it starts; seen on
+#: a loaded 2-core host, and what `StandaloneBuildKit.fail_next_container_start` mimics.
+START_FAILURE_MESSAGE = (
+    "runc run failed: unable to start container process: error during container init: "
+    "read init-p: connection reset by peer"
+)
+_RUNC_WRAPPER = """#!/bin/sh
+# The rig's runc: the real one, except that one `run` fails while {flag} exists.
+case " $* " in
+*" run "*)
+  if rm {flag} 2>/dev/null; then
+    echo {message} >&2
+    exit 1
+  fi ;;
+esac
+exec {runc} "$@"
+"""
+
+
 class StandaloneBuildKit:
     """A buildkitd of our own (OCI worker), as a buildx `remote` builder."""
 
@@ -406,11 +431,25 @@ class StandaloneBuildKit:
         self.name = name
         self.socket = workdir / "buildkitd.sock"
         self.log_path = workdir / "buildkitd.log"
+        self.runc_wrapper = workdir / "runc"
+        self.fail_start_flag = workdir / "fail-next-container-start"
         self._process: subprocess.Popen[bytes] | None = None
+
+    def fail_next_container_start(self) -> None:
+        """Make the next container BuildKit starts fail to start, once."""
+        self.fail_start_flag.touch()
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("buildkitd") or "buildkitd"
+        self.runc_wrapper.write_text(
+            _RUNC_WRAPPER.format(
+                flag=shlex.quote(str(self.fail_start_flag)),
+                message=shlex.quote(START_FAILURE_MESSAGE),
+                runc=shlex.quote(shutil.which("runc") or "runc"),
+            )
+        )
+        self.runc_wrapper.chmod(0o755)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [
@@ -418,6 +457,7 @@ class StandaloneBuildKit:
                     "--root", str(self.workdir / "root"),
                     "--addr", f"unix://{self.socket}",
                     "--oci-worker=true",
+                    "--oci-worker-binary", str(self.runc_wrapper),
                     "--containerd-worker=false",
                 ],
                 stdout=log,
@@ -570,6 +610,12 @@ class Rig:
         if self._buildkit is not None:
             self._buildkit.stop()
         self.registry.stop()
+
+    def fail_next_container_start(self) -> None:
+        """The next container the builder starts fails to start, once (see the docstring)."""
+        if self._buildkit is None:
+            raise RigError("only the rig's own BuildKit can fail a container start on purpose")
+        self._buildkit.fail_next_container_start()
 
     # -- images and contexts
 

@@ -5,10 +5,15 @@ The build driver pushes, per build: an OCI image index tagged `<40-hex commit sh
 `latest` too on the default branch), whose untagged children are the platform manifest(s)
 and an attestation manifest; and a BuildKit cache manifest tagged `cache-<branch-slug>`,
 which leaves the previous cache manifest untagged.
+
+The pruner reads branches from those tags and never computes a slug itself; `branch_slug`
+is here so that whatever models those tags (the tests, the demo) spells them exactly as
+the build does. It is the driver's own block, copied by scripts/sync_slug.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -31,12 +36,42 @@ ATTESTATION_MANIFEST = "attestation-manifest"
 CACHE_TAG_PREFIX = "cache-"
 _FULL_SHA = re.compile(r"[0-9a-f]{40}")
 _BUILD_TAG = re.compile(r"(?P<slug>.+)-(?P<short>[0-9a-f]{7})")
+
+
+# >>> branch slug: written in buildspecs/build_driver.py and copied as it is into
+# functions/layercache/pruning/model.py by scripts/sync_slug.py (`make lint` checks).
+SLUG_MAX_LENGTH = 120  # so `cache-<slug>` and `<slug>-<sha7>` fit Docker's 128-character tags
+SLUG_HASH_LENGTH = 12
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+# A name kept as it is must not pass for a tag the pipeline writes itself: `latest`, a
+# cache ref `cache-*`, a commit (40 or 64 hex digits), a build tag `<slug>-<sha7>`, or a
+# slug that was given a hash suffix `<name>-<12 hex digits>`.
+_SLUG_RESERVED = re.compile(
+    r"latest|cache-.*|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}|.*-[0-9a-f]{7}|.*-[0-9a-f]{12}", re.DOTALL
+)
 
 
 def branch_slug(branch: str) -> str:
-    """The tag-safe form of a branch name, as the build driver writes it."""
-    return _SLUG_UNSAFE.sub("-", branch)
+    """The branch as it appears in tags; two branches never share a slug.
+
+    A name that is already a safe tag (only [A-Za-z0-9_.-], not starting with `.` or
+    `-`, at most SLUG_MAX_LENGTH characters) and is not reserved is its own slug:
+    `main`, `release-1.0`. Any other name is made safe (every other character becomes
+    `-`, leading `.` and `-` go, `unnamed` if nothing is left), cut, and suffixed with
+    `-` and the first SLUG_HASH_LENGTH hex digits of the SHA-256 of the whole name:
+    `feature/a` -> `feature-a-<hash>`, never `feature-a`; `latest` -> `latest-<hash>`.
+    Kept names never end like a suffix, so a changed name can't meet a kept one.
+    """
+    name = branch.removeprefix("refs/heads/")
+    safe = _SLUG_UNSAFE.sub("-", name).lstrip(".-")
+    if name == safe and 0 < len(name) <= SLUG_MAX_LENGTH and not _SLUG_RESERVED.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+    stem = (safe or "unnamed")[: SLUG_MAX_LENGTH - 1 - SLUG_HASH_LENGTH]
+    return f"{stem}-{digest[:SLUG_HASH_LENGTH]}"
+
+
+# <<< branch slug
 
 
 def cache_tag(slug: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,13 +14,16 @@ from pydantic import ValidationError
 from layercache.pruning.events import BuildSucceededEvent, ScheduledEvent
 from layercache.pruning.model import (
     BUILDKIT_CACHE_CONFIG,
+    CACHE_TAG_PREFIX,
     ChildRef,
     ChildRole,
+    Image,
     branch_slug,
     parse_config_media_type,
     parse_index_children,
 )
 from layercache.pruning.settings import PrunerSettings
+from layercache_dev.driver import build_driver
 
 EVENTS = Path(__file__).resolve().parents[3] / "events" / "image-pruner"
 AMD64 = "sha256:" + "a" * 64
@@ -99,17 +104,38 @@ def test_config_media_type_tells_a_cache_manifest_from_an_image() -> None:
     assert parse_config_media_type(json.dumps(BUILDX_INDEX)) is None
 
 
-@pytest.mark.parametrize(
-    ("branch", "slug"),
-    [
-        ("main", "main"),
-        ("feature/login", "feature-login"),
-        ("a b@c", "a-b-c"),
-        ("v1.2_x", "v1.2_x"),
-    ],
-)
-def test_branch_slug(branch: str, slug: str) -> None:
-    assert branch_slug(branch) == slug
+BRANCHES = [
+    "main",
+    "feature/login",
+    "feature-login",
+    "a b@c",
+    "v1.2_x",
+    "latest",
+    "cache-main",
+    "fix-1234567",
+    "日本",
+    "x" * 200,
+]
+
+
+@pytest.mark.parametrize("branch", BRANCHES)
+def test_branch_slug_is_the_build_drivers(branch: str) -> None:
+    """One function: the pruner's copy (scripts/sync_slug.py) spells what the driver pushes."""
+    assert branch_slug(branch) == build_driver.branch_slug(branch)
+
+
+@pytest.mark.parametrize("branch", BRANCHES)
+def test_build_branches_reads_every_slug_back_from_its_build_tag(branch: str) -> None:
+    slug = branch_slug(branch)
+    sha = hashlib.sha1(branch.encode()).hexdigest()  # noqa: S324
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    image = Image(AMD64, now, tags=(sha, f"{slug}-{sha[:7]}", slug, "latest"))
+    assert image.build_branches() == {slug}
+    if not slug.startswith(CACHE_TAG_PREFIX):
+        # Without the commit tag the pruner guesses from the tag's shape: the moving tag,
+        # hash suffix or not, never passes for a build tag.
+        guessed = Image(AMD64, now, tags=(f"{slug}-{sha[:7]}", slug))
+        assert guessed.build_branches() == {slug}
 
 
 def test_settings_from_the_environment() -> None:

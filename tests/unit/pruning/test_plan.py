@@ -171,7 +171,8 @@ def test_newest_n_builds_per_branch_are_kept_and_older_ones_deleted() -> None:
     assert "branch main: build 10 by age, beyond the newest 3" in str(deleted.why[0])
     # Branches are ranked on their own: both feature/login builds are within its newest 3.
     assert all(b.index.digest in plan.kept_digests for b in feature)
-    assert "branch feature-login: newest 1 of 3" in details(plan, feature[1].index)[0]
+    feature_slug = branch_slug("feature/login")
+    assert f"branch {feature_slug}: newest 1 of 3" in details(plan, feature[1].index)[0]
 
 
 def test_the_image_holding_the_branch_tag_counts_first_even_if_pushed_earlier() -> None:
