@@ -8,6 +8,7 @@ Errors propagate: a pruner that cannot tell what runs must not delete anything.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 logger = Logger(child=True)
 
 DESCRIBE_TASKS_BATCH = 100
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class InUseSource(Protocol):
@@ -75,29 +77,41 @@ def _container_digests(containers: Iterable[Mapping[str, Any]]) -> Iterable[str]
                 yield digest
 
 
+class UnreadableFunctionDigest(RuntimeError):
+    """A container-image function version whose configuration names no digest."""
+
+
 class LambdaFunctions:
-    """Digests every version of every container-image Lambda function is pinned to."""
+    """Digests every version of every container-image Lambda function is pinned to.
+
+    Read from `ListFunctions` alone: for a container-image function, `CodeSha256` is
+    the hex digest of the image manifest Lambda resolved the function's image to (what
+    `GetFunction` reports as `ResolvedImageUri`), so the pruner needs no `GetFunction`,
+    which could also download every zip function's code (docs/pruning.md). An image
+    version whose `CodeSha256` is not a 64-digit hex digest stops the run: a pruner that
+    cannot tell what a function runs must not delete anything.
+    """
 
     def __init__(self, client: LambdaClient | None = None) -> None:
         self._client: Any = client if client is not None else aws.client("lambda")
 
     def digests(self) -> dict[str, str]:
         found: dict[str, str] = {}
-        functions = [
-            function["FunctionArn"]
-            for page in self._client.get_paginator("list_functions").paginate(FunctionVersion="ALL")
-            for function in page.get("Functions", [])
-            if function.get("PackageType") == "Image"
-        ]
-        for arn in functions:
-            code = self._client.get_function(FunctionName=arn).get("Code", {})
-            for uri in (code.get("ResolvedImageUri"), code.get("ImageUri")):
-                digest = digest_of(uri)
-                if digest:
-                    found.setdefault(digest, f"Lambda function {arn}")
-        logger.info(
-            "Lambda in-use digests", extra={"versions": len(functions), "digests": len(found)}
-        )
+        versions = 0
+        for page in self._client.get_paginator("list_functions").paginate(FunctionVersion="ALL"):
+            for function in page.get("Functions", []):
+                if function.get("PackageType") != "Image":
+                    continue
+                versions += 1
+                arn = function.get("FunctionArn", "?")
+                code_sha = str(function.get("CodeSha256", ""))
+                if not _HEX_DIGEST.fullmatch(code_sha):
+                    raise UnreadableFunctionDigest(
+                        f"Lambda function {arn} is a container image, but its CodeSha256 "
+                        f"{code_sha!r} is no image digest; pruning nothing"
+                    )
+                found.setdefault(f"sha256:{code_sha}", f"Lambda function {arn}")
+        logger.info("Lambda in-use digests", extra={"versions": versions, "digests": len(found)})
         return found
 
 

@@ -13,7 +13,12 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from layercache.pruning.ecr import ACCEPTED_MEDIA_TYPES, EcrRegistry, SnapshotError
-from layercache.pruning.in_use import EcsTasks, LambdaFunctions, collect
+from layercache.pruning.in_use import (
+    EcsTasks,
+    LambdaFunctions,
+    UnreadableFunctionDigest,
+    collect,
+)
 from layercache.pruning.model import Image
 from layercache.pruning.plan import Policy, make_plan
 
@@ -162,38 +167,43 @@ def test_ecs_running_tasks_report_their_container_digests() -> None:
     assert found == {digest(7): f"ECS task {task}", digest(8): f"ECS task {task}"}
 
 
-def test_lambda_functions_report_the_digest_of_every_version() -> None:
+def test_lambda_functions_report_the_digest_of_every_version_from_the_listing_alone() -> None:
+    """No GetFunction: the Stubber refuses any call it was not given."""
     client = boto3.client("lambda", region_name="us-east-1")
     arn = "arn:aws:lambda:us-east-1:123456789012:function:api"
+    hex_of = {n: digest(n).removeprefix("sha256:") for n in (1, 2)}
     with Stubber(client) as stubber:
         stubber.add_response(
             "list_functions",
             {
                 "Functions": [
-                    {"FunctionArn": f"{arn}:$LATEST", "PackageType": "Image"},
-                    {"FunctionArn": f"{arn}:3", "PackageType": "Image"},
-                    {"FunctionArn": f"{arn}-zip:$LATEST", "PackageType": "Zip"},
+                    {"FunctionArn": f"{arn}:$LATEST", "PackageType": "Image",
+                     "CodeSha256": hex_of[1]},
+                    {"FunctionArn": f"{arn}:3", "PackageType": "Image", "CodeSha256": hex_of[2]},
+                    {"FunctionArn": f"{arn}-zip:$LATEST", "PackageType": "Zip",
+                     "CodeSha256": "k1Uo3bW0aB6i3cJ3Y3j1fU2m0Vn5kqk7e2gK3C1b0fU="},
                 ]
             },
             {"FunctionVersion": "ALL"},
-        )
-        for version, n in (("$LATEST", 1), ("3", 2)):
-            stubber.add_response(
-                "get_function",
-                {
-                    "Code": {
-                        "RepositoryType": "ECR",
-                        "ImageUri": f"{ECR_URI}:main",
-                        "ResolvedImageUri": f"{ECR_URI}@{digest(n)}",
-                    }
-                },
-                {"FunctionName": f"{arn}:{version}"},
-            )
+        )  # fmt: skip
         found = collect([LambdaFunctions(client)])
     assert found == {
         digest(1): f"Lambda function {arn}:$LATEST",
         digest(2): f"Lambda function {arn}:3",
     }
+
+
+def test_an_image_function_without_a_readable_digest_stops_the_run() -> None:
+    client = boto3.client("lambda", region_name="us-east-1")
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:api:7"
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "list_functions",
+            {"Functions": [{"FunctionArn": arn, "PackageType": "Image", "CodeSha256": ""}]},
+            {"FunctionVersion": "ALL"},
+        )
+        with pytest.raises(UnreadableFunctionDigest, match="function:api:7"):
+            collect([LambdaFunctions(client)])
 
 
 def test_an_in_use_check_that_fails_stops_the_run() -> None:
