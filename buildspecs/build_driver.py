@@ -21,8 +21,12 @@ What one run does:
    writes what happened as shell ``export`` lines that the buildspec sources and lists
    under ``exported-variables``.
 
-Tags: the build pushes only the image's immutable tags, ``<commit>`` and
-``<branch-slug>-<sha7>`` (`image_tags`). The moving tags, ``<branch-slug>`` and ``latest``
+Tags: the build pushes only the image's build tags, ``<commit>`` and
+``<branch-slug>-<sha7>`` (`image_tags`), and writes each of them once: a build of a
+commit that already has them (a nightly refresh, a re-run) leaves them on the first
+image and pushes only the tags still missing, or pushes by digest (`tags_to_write`).
+A moving tag that the repository's immutable-tag pattern covers stops the build before
+it starts (`check_moving_tags`). The moving tags, ``<branch-slug>`` and ``latest``
 on the default branch (`moving_tags`), are not pushed here: the driver exports them as
 ``LAYERCACHE_MOVING_TAGS`` and the build recorder moves them to this build's digest
 after the build succeeded, with a conditional write on the branch's head, so an older
@@ -75,7 +79,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -264,6 +268,9 @@ class BuildRequest:
     buildkit_image: str = DEFAULT_BUILDKIT_IMAGE
     buildkit_mirror: str = ""  # registry/name to copy buildkit_image into and pull it from
     build_args: tuple[str, ...] = ()
+    immutable_tag_pattern: str = ""  # ECR's exclusion filter (wildcard `*`): never moved
+    # The build tags to push, once `tags_to_write` looked (None: all of `tags()`).
+    write_tags: tuple[str, ...] | None = None
 
     @property
     def cache_repo(self) -> str:
@@ -281,8 +288,12 @@ class BuildRequest:
         return refs
 
     def tags(self) -> list[str]:
-        """The tags this build pushes (immutable)."""
+        """The build tags of this commit on this branch (written once, never moved)."""
         return image_tags(self.branch, self.commit)
+
+    def pushed_tags(self) -> list[str]:
+        """The build tags this build pushes: those no earlier build of the commit wrote."""
+        return self.tags() if self.write_tags is None else list(self.write_tags)
 
     def moving_tags(self) -> list[str]:
         """The tags the recorder moves to this build's image once it succeeded."""
@@ -305,9 +316,14 @@ def buildx_command(
     args = ["buildx", "build", "--progress=rawjson", "--metadata-file", str(metadata_file)]
     if builder:
         args += ["--builder", builder]
-    args += ["--file", request.dockerfile, "--push"]
-    for tag in request.tags():
-        args += ["--tag", f"{request.repository}:{tag}"]
+    args += ["--file", request.dockerfile]
+    pushed = request.pushed_tags()
+    if pushed:
+        args.append("--push")
+        for tag in pushed:
+            args += ["--tag", f"{request.repository}:{tag}"]
+    else:  # every build tag names an earlier image: push this one by its digest alone
+        args += ["--output", f"type=image,name={request.repository},push-by-digest=true,push=true"]
     if request.network:
         args += ["--network", request.network]
     for ref in cache_from:
@@ -920,12 +936,70 @@ def ensure_builder(docker: str, setting: str, image: str, mirror: str = "") -> s
     return STANDALONE_BUILDER
 
 
+# ---------------------------------------------------------------- tags written once
+
+
+def matches_tag_pattern(tag: str, pattern: str) -> bool:
+    """ECR's wildcard filter: `*` stands for any run of characters, all else is literal."""
+    return (
+        bool(pattern)
+        and re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), tag, re.DOTALL)
+        is not None
+    )
+
+
+def check_moving_tags(request: BuildRequest) -> None:
+    """Refuse a build whose moving tags the repository keeps immutable, before it runs.
+
+    ECR would accept the first publication of such a tag and refuse every later one, so
+    the branch would stay on its first image; better a clear failure now.
+    """
+    covered = [
+        tag for tag in request.moving_tags()
+        if matches_tag_pattern(tag, request.immutable_tag_pattern)
+    ]  # fmt: skip
+    if covered:
+        raise BuildFailed(
+            f"the moving tag(s) {', '.join(covered)} of branch {request.branch} match the "
+            f"repository's immutable tag pattern {request.immutable_tag_pattern!r}: ECR would "
+            "never move them. Narrow ImmutableTagPattern or rename the branch."
+        )
+
+
+def tags_to_write(docker: str, request: BuildRequest) -> BuildRequest:
+    """The request with the build tags an earlier build of the commit has not written.
+
+    A rebuild of a commit (a nightly refresh, a Redeliver or re-run after a success, a
+    clean build) makes a new image; moving `<commit>` to it would change what a
+    deployment pinned to that tag runs. The first image keeps its tags; this one gets
+    the missing ones, or none (it is pushed by digest and reached by its moving tags,
+    the build record and the report).
+    """
+    missing = tuple(
+        tag for tag in request.tags() if not image_exists(docker, f"{request.repository}:{tag}")
+    )
+    kept = [tag for tag in request.tags() if tag not in missing]
+    if kept:
+        info(
+            f"{', '.join(kept)} already name(s) an earlier image of commit {request.commit[:12]}: "
+            "build tags are written once, "
+            + (
+                f"this build pushes {', '.join(missing)}"
+                if missing
+                else "this image is pushed by digest"
+            )
+        )
+    return replace(request, write_tags=missing)
+
+
 # ---------------------------------------------------------------- the build
 
 
 def build(request: BuildRequest, *, docker: str = "docker", workdir: Path) -> BuildReport:
     """Build and push one image with the registry cache; raise BuildFailed if no image."""
     check_buildx(docker)
+    check_moving_tags(request)
+    request = tags_to_write(docker, request)
     builder = ensure_builder(
         docker, request.builder, request.buildkit_image, request.buildkit_mirror
     )
@@ -1026,7 +1100,7 @@ def report_of(
     warnings: list[str],
 ) -> BuildReport:
     return BuildReport(
-        digest, request.tags(), summary, cache_status, warnings, request.moving_tags()
+        digest, request.pushed_tags(), summary, cache_status, warnings, request.moving_tags()
     )
 
 
@@ -1080,6 +1154,7 @@ def request_from(args: argparse.Namespace, env: Mapping[str, str]) -> BuildReque
         buildkit_image=env.get("LAYERCACHE_BUILDKIT_IMAGE") or DEFAULT_BUILDKIT_IMAGE,
         buildkit_mirror=env.get("LAYERCACHE_BUILDKIT_MIRROR", "").strip().rstrip("/"),
         build_args=tuple(args.build_arg or ()),
+        immutable_tag_pattern=env.get("LAYERCACHE_IMMUTABLE_TAG_PATTERN", "").strip(),
     )
     missing = [
         name

@@ -523,7 +523,11 @@ def test_without_a_mirror_the_builder_runs_the_pinned_image(
 
     assert run.status == 0
     assert created_with(run) == [PINNED]
-    assert not [call for call in run.calls if call[:2] == ["buildx", "imagetools"]]
+    assert not [
+        call
+        for call in run.calls
+        if call[:2] == ["buildx", "imagetools"] and "buildkit" in call[-1]
+    ]
 
 
 def test_the_mirrors_registry_is_logged_in_to() -> None:
@@ -539,3 +543,98 @@ def test_the_mirrors_registry_is_logged_in_to() -> None:
         [mirror_host, "registry.example:5000"]
     )
     assert hosts(LAYERCACHE_BUILDKIT_MIRROR=MIRROR) == ["registry.example:5000"]  # no builder
+
+
+# ---------------------------------------------------------------- item 12: build tags written once
+
+
+def seed_registry(docker: FakeDocker, *refs: str) -> None:
+    (docker.state / "present.json").write_text(json.dumps(sorted(refs)))
+
+
+def test_a_first_build_pushes_both_build_tags(
+    docker: FakeDocker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = docker.run([SUCCESS], capsys)
+
+    assert run.status == 0
+    (build,) = run.builds
+    assert option(build, "--tag") == [f"{REPO}:{SHA}", f"{REPO}:main-{SHA[:7]}"]
+    assert "--push" in build
+    assert run.variables["LAYERCACHE_IMAGE_TAGS"] == f"{SHA},main-{SHA[:7]}"
+
+
+def test_a_rebuild_of_a_commit_leaves_its_tags_on_the_first_image(
+    docker: FakeDocker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A nightly refresh of an unchanged branch: `<sha>` keeps naming what was deployed."""
+    seed_registry(docker, f"{REPO}:{SHA}", f"{REPO}:main-{SHA[:7]}")
+
+    run = docker.run([SUCCESS], capsys, env={"LAYERCACHE_MODE": "refresh"})
+
+    assert run.status == 0
+    (build,) = run.builds
+    assert option(build, "--tag") == []
+    assert "--push" not in build
+    assert option(build, "--output") == [f"type=image,name={REPO},push-by-digest=true,push=true"]
+    assert run.variables["LAYERCACHE_IMAGE_TAGS"] == ""
+    assert run.variables["LAYERCACHE_IMAGE_DIGEST"] == DIGEST
+    assert run.variables["LAYERCACHE_MOVING_TAGS"] == "main,latest"  # the branch still moves
+    assert "build tags are written once" in run.log
+
+
+def test_a_commit_built_on_another_branch_first_gets_only_this_branchs_tag(
+    docker: FakeDocker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fast-forward merge: the commit was built on its feature branch before main."""
+    seed_registry(docker, f"{REPO}:{SHA}", f"{REPO}:feature-x-{SHA[:7]}")
+
+    run = docker.run([SUCCESS], capsys)
+
+    (build,) = run.builds
+    assert option(build, "--tag") == [f"{REPO}:main-{SHA[:7]}"]
+    assert run.variables["LAYERCACHE_IMAGE_TAGS"] == f"main-{SHA[:7]}"
+
+
+@pytest.mark.parametrize(
+    ("branch", "pattern"), [("v2.1.0", "v*.*.*"), ("main", "latest"), ("release", "*")]
+)
+def test_a_moving_tag_the_repository_keeps_immutable_stops_the_build_before_it_runs(
+    docker: FakeDocker, capsys: pytest.CaptureFixture[str], branch: str, pattern: str
+) -> None:
+    run = docker.run(
+        [SUCCESS],
+        capsys,
+        env={"LAYERCACHE_BRANCH": branch, "LAYERCACHE_IMMUTABLE_TAG_PATTERN": pattern},
+    )
+
+    assert run.status != 0
+    assert run.builds == []
+    assert f"immutable tag pattern {pattern!r}" in run.log
+
+
+def test_branches_outside_the_immutable_pattern_build_as_usual(
+    docker: FakeDocker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {"LAYERCACHE_BRANCH": "v2-maintenance", "LAYERCACHE_IMMUTABLE_TAG_PATTERN": "v*.*.*"}
+    run = docker.run([SUCCESS], capsys, env=env)
+
+    assert run.status == 0
+    assert run.variables["LAYERCACHE_MOVING_TAGS"] == "v2-maintenance"
+
+
+@pytest.mark.parametrize(
+    ("tag", "pattern", "matches"),
+    [
+        ("v1.2.3", "v*.*.*", True),
+        ("v1.2.3-rc.1", "v*.*.*", True),
+        ("v1.2", "v*.*.*", False),
+        ("v1x2y3", "v*.*.*", False),  # `.` is literal, not a regex wildcard
+        ("latest", "latest", True),
+        ("latest-2", "latest", False),
+        ("anything", "", False),  # no pattern: nothing is immutable
+        ("cache-main", "*", True),
+    ],
+)
+def test_the_tag_pattern_is_ecrs_wildcard(tag: str, pattern: str, matches: bool) -> None:
+    assert build_driver.matches_tag_pattern(tag, pattern) is matches

@@ -522,6 +522,8 @@ elif args[:2] == ["buildx", "build"]:
     status("d3", "exporting to image")
     metadata = pathlib.Path(args[args.index("--metadata-file") + 1])
     metadata.write_text(json.dumps({{"containerimage.digest": {digest!r}}}))
+elif args[:3] == ["buildx", "imagetools", "inspect"]:
+    sys.exit(1)  # an empty registry: no tag exists yet
 elif args[:1] == ["login"]:
     sys.stdin.read()
 '''
@@ -539,6 +541,7 @@ def project_env() -> dict[str, str]:
         "DockerfilePath": "Dockerfile",
         "BuildContext": ".",
         "DefaultBranch": "main",
+        "ImmutableTagPattern": "v*.*.*",
         "BuildDriverBundle": "arn:aws:lambda:eu-west-1:123456789012:layer:driver:1",
         "BuildKitMirrorRepository.RepositoryUri": "",  # the fake docker has no registry
     }

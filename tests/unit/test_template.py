@@ -343,6 +343,36 @@ def test_the_buildkit_image_is_mirrored_into_the_stacks_own_repository() -> None
     assert {"Name": "LAYERCACHE_BUILDKIT_MIRROR", "Value": uri} in variables
 
 
+def test_release_tags_are_immutable_in_ecr_while_branch_tags_move() -> None:
+    props = resource("ImageRepository")["Properties"]
+    assert props["ImageTagMutability"] == {
+        "Fn::If": ["HasImmutableTagPattern", "MUTABLE_WITH_EXCLUSION", "MUTABLE"]
+    }
+    condition, filters, otherwise = props["ImageTagMutabilityExclusionFilters"]["Fn::If"]
+    assert condition == "HasImmutableTagPattern"
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert filters == [
+        {
+            "ImageTagMutabilityExclusionFilterType": "WILDCARD",
+            "ImageTagMutabilityExclusionFilterValue": {"Ref": "ImmutableTagPattern"},
+        }
+    ]
+    assert TEMPLATE["Parameters"]["ImmutableTagPattern"]["Default"] == "v*.*.*"
+    variables = resource("ImageBuildProject")["Properties"]["Environment"]["EnvironmentVariables"]
+    pattern = {"Ref": "ImmutableTagPattern"}
+    assert {"Name": "LAYERCACHE_IMMUTABLE_TAG_PATTERN", "Value": pattern} in variables
+
+
+def test_the_pruner_cannot_download_function_code() -> None:
+    actions: list[str] = []
+    for _, statement in _statements():
+        for plain in _plain(statement):
+            action = plain["Action"]
+            actions.extend([action] if isinstance(action, str) else action)
+    assert "lambda:ListFunctions" in actions
+    assert "lambda:GetFunction" not in actions
+
+
 def test_cfn_lint_informational_checks_are_clean() -> None:
     """`make lint` runs cfn-lint with --include-checks I: DeletionPolicy and the like."""
     import subprocess

@@ -450,8 +450,8 @@ class Demo:
                 "cache_status": variables.get("LAYERCACHE_CACHE_STATUS"),
                 "cache_ref_hit": variables.get("LAYERCACHE_CACHE_REF_HIT"),
                 "image_digest": variables.get("LAYERCACHE_IMAGE_DIGEST"),
-                "image_tags": variables.get("LAYERCACHE_IMAGE_TAGS", "").split(","),
-                "moving_tags": variables.get("LAYERCACHE_MOVING_TAGS", "").split(","),
+                "image_tags": _tag_list(variables.get("LAYERCACHE_IMAGE_TAGS", "")),
+                "moving_tags": _tag_list(variables.get("LAYERCACHE_MOVING_TAGS", "")),
                 "tags_published": published,
             }
         )
@@ -714,6 +714,10 @@ class Demo:
         cold, warm = builds["cold"]["seconds"], builds["unchanged"]["seconds"]
         self.summary["warm_over_cold"] = round(warm / cold, 3) if cold else None
         return text
+
+
+def _tag_list(text: str) -> list[str]:
+    return [tag for tag in text.split(",") if tag]
 
 
 def _json_or_text(body: str) -> Any:

@@ -3,8 +3,9 @@
 Kept (any one reason suffices; every reason that applies is recorded):
 - a tag matches a protected pattern (fnmatch, case-sensitive: `latest`, `v*`);
 - a `cache-<slug>` tag: the current cache ref of a branch;
-- one of the newest N images of a branch (the image holding the moving `<slug>` tag counts
-  first, then by push time);
+- one of the newest N images of a branch: images with its `<slug>-<sha7>` build tag or its
+  moving `<slug>` tag (a refresh carries only that one); the image holding the moving tag
+  counts first, then by push time;
 - pushed less than D days ago, or within the in-flight grace (an hour) even when D is 0;
 - its digest runs in an ECS task or a Lambda function (the in-use map);
 - an index that references an in-use manifest (kept whole, not just the running child);
@@ -272,10 +273,25 @@ class _Rank:
 
 
 def _rank_branches(images: Iterable[Image]) -> dict[str, list[_Rank]]:
-    """Each build image's rank among its branch's builds (per branch it was built for)."""
+    """Each build image's rank among its branch's builds (per branch it was built for).
+
+    A branch's image is one with a `<slug>-<sha7>` build tag, or one holding the
+    branch's moving `<slug>` tag, where `<slug>` is a branch the repository knows (from a
+    build tag or its `cache-<slug>` ref): a rebuild of a built commit (a nightly
+    refresh) carries only the moving tag, since build tags are written once.
+    """
+    images = list(images)
+    known = {slug for image in images for slug in image.build_branches()}
+    known.update(
+        tag.removeprefix(CACHE_TAG_PREFIX)
+        for image in images
+        if image.is_cache
+        for tag in image.tags
+        if tag.startswith(CACHE_TAG_PREFIX)
+    )
     members: dict[str, list[Image]] = defaultdict(list)
     for image in images:
-        for slug in image.build_branches():
+        for slug in image.build_branches() | (known & set(image.tags)):
             members[slug].append(image)
     ranks: dict[str, list[_Rank]] = defaultdict(list)
     for slug in sorted(members):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -60,10 +60,14 @@ def build(
     *,
     moving: bool = False,
     extra_tags: Iterable[str] = (),
+    build_tags: bool = True,
 ) -> Build:
+    """A build's index and children; `build_tags=False`: a rebuild of a commit that
+    already had its image (a refresh), which the driver pushes with no build tag."""
     sha = commit(name)
     slug = branch_slug(branch)
-    tags = [sha, f"{slug}-{sha[:7]}", *([slug] if moving else []), *extra_tags]
+    own = [sha, f"{slug}-{sha[:7]}"] if build_tags else []
+    tags = [*own, *([slug] if moving else []), *extra_tags]
     platform = Image(digest(f"{name}/amd64"), ago(days), size_bytes=50_000_000)
     attestation = Image(digest(f"{name}/att"), ago(days), size_bytes=1_000)
     index = Image(
@@ -182,6 +186,22 @@ def test_the_image_holding_the_branch_tag_counts_first_even_if_pushed_earlier() 
     plan = plan_of([*current.images, *newer.images], keep_per_branch=1)
     assert current.index.digest in plan.kept_digests
     assert newer.index.digest in plan.deleted_digests
+
+
+def test_a_refresh_holding_only_the_branch_tag_is_the_branchs_current_image() -> None:
+    """Build tags are written once: a nightly refresh of the branch's commit carries only
+    the moving tag, and stays kept as the branch's newest image."""
+    first = build("feature/login", "first", days=OLD + 2)
+    refresh = build("feature/login", "refresh", days=OLD + 1, moving=True, build_tags=False)
+    stray = build("feature/other", "stray", days=OLD, moving=False, build_tags=False)
+    images = [*first.images, *refresh.images, *stray.images]
+    plan = plan_of(images, keep_per_branch=1)
+    assert refresh.index.digest in plan.kept_digests
+    assert "holds the branch tag" in str(plan.decision(refresh.index.digest).why[0])
+    assert first.index.digest in plan.deleted_digests  # beyond the newest 1
+    # Known from the cache ref alone (its build-tagged images already pruned):
+    plan = plan_of([*refresh.images, cache("login", tag=f"cache-{branch_slug('feature/login')}")])
+    assert refresh.index.digest in plan.kept_digests
 
 
 def test_images_younger_than_keep_days_are_kept() -> None:
@@ -355,6 +375,11 @@ def random_repository(rng: random.Random) -> list[Image]:
             moving=rng.random() < 0.2,
             extra_tags=["latest"] if rng.random() < 0.05 else [],
         )
+        if rng.random() < 0.15:  # a refresh of the branch's commit: the moving tag only
+            images.extend(
+                build(branch, f"r{n}-{rng.random()}", days=rng.uniform(0, 40),
+                      moving=True, build_tags=False).images
+            )  # fmt: skip
         if rng.random() < 0.2:  # a rebuild took the tags away
             b.index = Image(
                 b.index.digest,
@@ -365,6 +390,13 @@ def random_repository(rng: random.Random) -> list[Image]:
         images.extend(b.images)
         if rng.random() < 0.5:
             images.append(cache(f"{n}-{rng.random()}", days=rng.uniform(0, 40)))
+    # A tag names one image: each branch's moving tag stays on one of its holders.
+    for slug in {branch_slug(b) for b in ("main", "feature/a", "fix-1", "v2")}:
+        holders = [i for i, image in enumerate(images) if slug in image.tags]
+        keep = rng.choice(holders) if holders else None
+        for i in holders:
+            if i != keep:
+                images[i] = replace(images[i], tags=tuple(t for t in images[i].tags if t != slug))
     # Some manifests shared between indexes, as identical rebuilds produce.
     indexes = [image for image in images if image.is_index]
     for index in rng.sample(indexes, k=min(3, len(indexes))):
@@ -411,3 +443,9 @@ def test_plan_invariants_hold_on_random_repositories(seed: int) -> None:
             assert image.digest in plan.kept_digests
     waves = [d.wave for d in plan.deleted]
     assert waves == sorted(waves)
+    # The image holding a known branch's moving tag is that branch's current image.
+    known = {slug for image in images for slug in image.build_branches()}
+    known |= {t.removeprefix("cache-") for i in images if i.is_cache for t in i.tags}
+    for image in images:
+        if known & set(image.tags):
+            assert image.digest in plan.kept_digests
