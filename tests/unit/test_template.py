@@ -33,6 +33,8 @@ UNSCOPABLE_ACTIONS = {
     "ecs:ListClusters",
     "ecs:ListTasks",
     "ecs:DescribeTasks",
+    "ecs:ListServices",
+    "ecs:DescribeTaskDefinition",
     "lambda:ListFunctions",
     "cloudwatch:PutMetricData",
 }

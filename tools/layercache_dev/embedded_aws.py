@@ -185,17 +185,12 @@ def deploy_stack(
         "AWS::AccountId": ACCOUNT,
     }
     client("dynamodb").create_table(**create_table_arguments("BuildsTable", names.table))
-    pattern = str(refs.get("ImmutableTagPattern", ""))
-    mutability: dict[str, Any] = {"imageTagMutability": "MUTABLE"}
-    if pattern:  # as the template sets it (moto records the filter but does not apply it)
-        mutability = {
-            "imageTagMutability": "MUTABLE_WITH_EXCLUSION",
-            "imageTagMutabilityExclusionFilters": [{"filterType": "WILDCARD", "filter": pattern}],
-        }
+    # MUTABLE, not the template's MUTABLE_WITH_EXCLUSION: moto reads the wildcard filter
+    # as a regular expression (`v*.*.*` then covers every tag) and fails on untagged pushes.
     repository = client("ecr").create_repository(
         repositoryName=names.repository,
+        imageTagMutability="MUTABLE",
         imageScanningConfiguration={"scanOnPush": True},
-        **mutability,
     )["repository"]
     secret = client("secretsmanager").create_secret(
         Name=names.secret, SecretString=LOCAL_WEBHOOK_SECRET

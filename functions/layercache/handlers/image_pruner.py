@@ -71,8 +71,19 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(
         name="DeleteFailures", unit=MetricUnit.Count, value=sum(r.failures for r in reports)
     )
+    failed = [report for report in reports if report.error is not None]
+    metrics.add_metric(name="RepositoriesFailed", unit=MetricUnit.Count, value=len(failed))
+    if failed:
+        # Every other repository was pruned; fail the invocation so it is retried and,
+        # after the retries, lands in the failure destination.
+        names = ", ".join(f"{r.repository} ({r.error})" for r in failed)
+        raise PruningIncomplete(f"could not prune {len(failed)} repository(ies): {names}")
     return {
         "status": "pruned",
         "trigger": trigger,
         "repositories": [report.summary() for report in reports],
     }
+
+
+class PruningIncomplete(RuntimeError):
+    """At least one repository could not be pruned (the others were)."""

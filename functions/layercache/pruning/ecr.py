@@ -3,7 +3,10 @@
 - DescribeImages pages at 1000 images per call (nextToken).
 - BatchGetImage reads the index manifests (100 per call), so children are known.
 - BatchDeleteImage in chunks of 100, wave by wave: an index before the manifests it
-  references. A manifest whose index was not deleted is skipped, never forced.
+  references, an image before its referrers (signatures, SBOMs). A manifest whose index
+  or subject was not deleted is skipped, never forced.
+- Right before each chunk, DescribeImages re-reads its tags: an image that gained a tag
+  since planning (a rollback moved `latest` onto it) is skipped, for the next run to plan.
 - Per-image failures are retried once; `ImageNotFound` counts as already gone (another
   pruner got there first). Throttling errors back off exponentially and retry.
 - Every AWS call is counted (`calls`), so a benchmark can report the calls a plan costs.
@@ -33,6 +36,7 @@ from layercache.pruning.model import (
     Image,
     parse_config_media_type,
     parse_index_children,
+    parse_subject,
     short_digest,
 )
 from layercache.pruning.plan import Plan
@@ -103,12 +107,19 @@ class EcrRegistry:
         self._base_delay = base_delay
         self._max_delay = max_delay
         self.calls: Counter[str] = Counter()
+        self._registry_ids: dict[str, str] = {}
 
     @property
     def total_calls(self) -> int:
         return sum(self.calls.values())
 
     # ------------------------------------------------------------------ reading
+
+    def repository_uri(self, repository: str) -> str:
+        """`<account>.dkr.ecr.<region>.amazonaws.com/<name>`, once a snapshot saw its account."""
+        account = self._registry_ids.get(repository, "")
+        region = self._client.meta.region_name
+        return f"{account}.dkr.ecr.{region}.amazonaws.com/{repository}" if account else ""
 
     def snapshot(self, repository: str) -> list[Image]:
         """Every image of `repository`, with the children of each index."""
@@ -139,6 +150,7 @@ class EcrRegistry:
                 media_type=str(document.get("mediaType") or images[digest].media_type),
                 children=parse_index_children(manifest) if is_index else (),
                 config_media_type=None if is_index else parse_config_media_type(manifest),
+                subject=images[digest].subject or parse_subject(manifest),
             )
         referenced = {c.digest for image in images.values() for c in image.children}
         # DescribeImages reports a manifest's config media type as artifactMediaType; where it
@@ -155,7 +167,9 @@ class EcrRegistry:
         if unknown:
             for digest, manifest in self._get_manifests(repository, unknown, strict=False).items():
                 images[digest] = _with(
-                    images[digest], config_media_type=parse_config_media_type(manifest)
+                    images[digest],
+                    config_media_type=parse_config_media_type(manifest),
+                    subject=images[digest].subject or parse_subject(manifest),
                 )
         return list(images.values())
 
@@ -171,6 +185,9 @@ class EcrRegistry:
                 arguments["nextToken"] = token
             page = self._call("describe_images", **arguments)
             details.extend(page.get("imageDetails", []))
+            for detail in page.get("imageDetails", [])[:1]:
+                if detail.get("registryId"):
+                    self._registry_ids[repository] = str(detail["registryId"])
             token = page.get("nextToken")
             if not token:
                 return details
@@ -227,7 +244,17 @@ class EcrRegistry:
             ready: list[Image] = []
             for decision in wave:
                 blocking = [parent for parent in decision.parents if parent not in removed]
-                if blocking:
+                if not blocking:
+                    ready.append(decision.image)
+                elif blocking[0] == decision.image.refers_to:
+                    outcome.skipped.append(
+                        Failure(
+                            decision.image.digest,
+                            "SubjectNotDeleted",
+                            f"the image it describes, {short_digest(blocking[0])}, is still there",
+                        )
+                    )
+                else:
                     outcome.skipped.append(
                         Failure(
                             decision.image.digest,
@@ -235,12 +262,61 @@ class EcrRegistry:
                             f"index {short_digest(blocking[0])} that references it is still there",
                         )
                     )
-                else:
-                    ready.append(decision.image)
-            self._delete_images(repository, ready, outcome)
+            for chunk in chunks(ready, BATCH_SIZE):
+                unchanged = self._drop_retagged(repository, chunk, outcome)
+                self._delete_images(repository, unchanged, outcome)
             removed.update(image.digest for image in outcome.deleted)
             removed.update(image.digest for image in outcome.already_gone)
         return outcome
+
+    def _drop_retagged(
+        self, repository: str, images: Sequence[Image], outcome: DeleteOutcome
+    ) -> list[Image]:
+        """`images` less those that gained a tag since the snapshot (reported as skipped)."""
+        current = self._current_tags(repository, [image.digest for image in images])
+        unchanged: list[Image] = []
+        for image in images:
+            added = sorted(set(current.get(image.digest, ())) - set(image.tags))
+            if added:
+                outcome.skipped.append(
+                    Failure(
+                        image.digest,
+                        "TagsChanged",
+                        f"tagged {', '.join(added)} since planning; the next run decides",
+                    )
+                )
+                logger.warning(
+                    "Not deleting an image whose tags changed",
+                    extra={"repository": repository, "digest": image.digest, "added": added},
+                )
+            else:
+                unchanged.append(image)
+        return unchanged
+
+    def _current_tags(self, repository: str, digests: Sequence[str]) -> dict[str, list[str]]:
+        """Digest -> its tags now; an image that is gone is left out."""
+        if not digests:
+            return {}
+        try:
+            response = self._call(
+                "describe_images",
+                repositoryName=repository,
+                imageIds=[{"imageDigest": digest} for digest in digests],
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ImageNotFoundException":
+                raise
+            if len(digests) == 1:
+                return {}
+            # One of them is gone (another pruner): ask for each on its own.
+            found: dict[str, list[str]] = {}
+            for digest in digests:
+                found |= self._current_tags(repository, [digest])
+            return found
+        return {
+            detail["imageDigest"]: list(detail.get("imageTags") or ())
+            for detail in response.get("imageDetails", [])
+        }
 
     def _delete_images(
         self, repository: str, images: Iterable[Image], outcome: DeleteOutcome
@@ -341,6 +417,7 @@ def _image(detail: dict[str, Any]) -> Image:
         config_media_type=None
         if media_type in INDEX_MEDIA_TYPES
         else detail.get("artifactMediaType"),
+        subject=detail.get("subjectManifestDigest") or None,
     )
 
 

@@ -34,8 +34,8 @@ REFERENCE_TYPE_ANNOTATION = "vnd.docker.reference.type"
 ATTESTATION_MANIFEST = "attestation-manifest"
 
 CACHE_TAG_PREFIX = "cache-"
-_FULL_SHA = re.compile(r"[0-9a-f]{40}")
-_BUILD_TAG = re.compile(r"(?P<slug>.+)-(?P<short>[0-9a-f]{7})")
+FULL_SHA = re.compile(r"[0-9a-f]{40}")
+BUILD_TAG = re.compile(r"(?P<slug>.+)-(?P<short>[0-9a-f]{7})")
 
 
 # >>> branch slug: written in buildspecs/build_driver.py and copied as it is into
@@ -115,6 +115,9 @@ class Image:
     config_media_type: str | None = None
     # For an index: the manifests it references, read with BatchGetImage.
     children: tuple[ChildRef, ...] = ()
+    # An OCI 1.1 referrer (a signature, an SBOM, an attestation pushed on its own): the
+    # image it describes. DescribeImages' subjectManifestDigest, or the manifest's subject.
+    subject: str | None = None
 
     @property
     def is_index(self) -> bool:
@@ -124,13 +127,20 @@ class Image:
     def is_cache(self) -> bool:
         return self.config_media_type == BUILDKIT_CACHE_CONFIG
 
+    @property
+    def refers_to(self) -> str | None:
+        """The image this one describes: its OCI `subject`, or a cosign `sha256-<hex>.sig` tag's."""
+        if self.subject is not None:
+            return self.subject
+        return next((d for d in map(cosign_subject, self.tags) if d is not None), None)
+
     def build_branches(self) -> frozenset[str]:
         """Slugs of the branches this image was built for, from its `<slug>-<sha[:7]>` tags.
 
         With a full-sha tag present, only tags ending in that sha's first 7 characters
         count, so a branch named like `fix-1234567` is not mistaken for a build tag.
         """
-        shas = [tag for tag in self.tags if _FULL_SHA.fullmatch(tag)]
+        shas = [tag for tag in self.tags if FULL_SHA.fullmatch(tag)]
         slugs: set[str] = set()
         if shas:
             for sha in shas:
@@ -142,7 +152,7 @@ class Image:
                 )
             return frozenset(slugs)
         for tag in self.tags:
-            match = _BUILD_TAG.fullmatch(tag)
+            match = BUILD_TAG.fullmatch(tag)
             if match and not tag.startswith(CACHE_TAG_PREFIX):
                 slugs.add(match["slug"])
         return frozenset(slugs)
@@ -182,6 +192,23 @@ def parse_config_media_type(manifest: str) -> str | None:
     if isinstance(config, dict):
         media_type = config.get("mediaType")
         return str(media_type) if media_type else None
+    return None
+
+
+_COSIGN_TAG = re.compile(r"sha256-(?P<hex>[0-9a-f]{64})\.(?:sig|att|sbom)")
+
+
+def cosign_subject(tag: str) -> str | None:
+    """The image a cosign tag-scheme artifact describes: `sha256-<hex>.sig` -> `sha256:<hex>`."""
+    match = _COSIGN_TAG.fullmatch(tag)
+    return f"sha256:{match['hex']}" if match else None
+
+
+def parse_subject(manifest: str) -> str | None:
+    """The digest in a manifest's `subject` (OCI 1.1 referrers), or None."""
+    subject = json.loads(manifest).get("subject")
+    if isinstance(subject, dict) and subject.get("digest"):
+        return str(subject["digest"])
     return None
 
 

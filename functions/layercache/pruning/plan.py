@@ -26,7 +26,14 @@ from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any
 
-from layercache.pruning.model import CACHE_TAG_PREFIX, Image, short_digest
+from layercache.pruning.model import (
+    BUILD_TAG,
+    CACHE_TAG_PREFIX,
+    FULL_SHA,
+    Image,
+    cosign_subject,
+    short_digest,
+)
 
 
 class Reason(StrEnum):
@@ -39,12 +46,16 @@ class Reason(StrEnum):
     IN_USE = "in-use"
     PARENT_OF_IN_USE = "index-of-in-use"
     CHILD_OF_KEPT = "child-of-kept-index"
+    REFERRER_OF_KEPT = "referrer-of-kept-image"
+    UNKNOWN = "unknown-tags"
     # why an image is deleted
     SUPERSEDED_CACHE = "superseded-cache"
     CHILD_OF_DELETED = "child-of-deleted-index"
+    REFERRER_OF_DELETED = "referrer-of-deleted-image"
+    DANGLING_REFERRER = "referrer-without-subject"
     OLDER_BUILD = "older-build-of-branch"
     UNTAGGED = "untagged"
-    NO_KEEP_RULE = "no-keep-rule"
+    UNKNOWN_EXPIRED = "unknown-tags-expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +77,18 @@ class Policy:
     in_use: Mapping[str, str] = field(default_factory=dict)
     # A push or a build may still be in flight: never delete what is younger than this.
     in_flight_grace: timedelta = timedelta(hours=1)
+    # Images with tags no rule understands are kept; with a number, only this many days.
+    unknown_after_days: float | None = None
+    # Tags something may still pull (an ECS service's task definition): tag -> where.
+    in_use_tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.keep_per_branch < 1:
             raise ValueError("keep_per_branch must be at least 1 (the branch's current image)")
         if self.keep_days < 0:
             raise ValueError("keep_days must not be negative")
+        if self.unknown_after_days is not None and self.unknown_after_days < 0:
+            raise ValueError("unknown_after_days must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +96,10 @@ class Decision:
     image: Image
     keep: bool
     why: tuple[Why, ...]
-    # Digests of the indexes in the repository that reference this manifest.
+    # What must go before it: the indexes that reference this manifest and, for a
+    # referrer (a signature, an SBOM), the image it describes.
     parents: tuple[str, ...] = ()
-    # Deletion wave: every index is deleted in an earlier wave than the manifests it references.
+    # Deletion wave: every index (and subject) goes in an earlier wave than what hangs on it.
     wave: int = 0
 
     @property
@@ -152,9 +170,17 @@ def make_plan(images: Iterable[Image], policy: Policy, now: datetime) -> Plan:
     parents = _parents(by_digest)
     keep: dict[str, list[Why]] = defaultdict(list)
 
+    referrers = _referrers(by_digest)
+    branch_ranks = _rank_branches(by_digest.values())
+    known = _known_branches(by_digest.values())
     for image in by_digest.values():
         keep[image.digest].extend(_own_keep_reasons(image, policy, now))
-    branch_ranks = _rank_branches(by_digest.values())
+        unknown = _unknown_tags(image, known)
+        if unknown and not _expired(image, policy, now):
+            detail = f"tags {', '.join(unknown)} follow no convention the pruner knows"
+            if policy.unknown_after_days is not None:
+                detail += f"; kept {policy.unknown_after_days:g} days"
+            keep[image.digest].append(Why(Reason.UNKNOWN, detail))
     for digest, ranks in branch_ranks.items():
         for rank in ranks:
             if rank.rank < policy.keep_per_branch:
@@ -181,23 +207,25 @@ def make_plan(images: Iterable[Image], policy: Policy, now: datetime) -> Plan:
                 )
                 stack.append(parent)
 
-    # Every manifest a kept index references is kept (downwards through nested indexes).
+    # Every manifest a kept index references is kept (downwards through nested indexes),
+    # and so is every referrer of a kept image (its signatures, SBOMs, and theirs).
     kept = {digest for digest, whys in keep.items() if whys}
     queue = sorted(kept)
     while queue:
-        index = queue.pop()
-        for ref in by_digest[index].children:
-            if ref.digest not in by_digest or ref.digest == index:
-                continue
-            keep[ref.digest].append(
-                Why(
-                    Reason.CHILD_OF_KEPT,
-                    f"{ref.describe()} of kept index {short_digest(index)}",
-                )
-            )
-            if ref.digest not in kept:
-                kept.add(ref.digest)
-                queue.append(ref.digest)
+        holder = queue.pop()
+        needed: list[tuple[str, Why]] = []
+        for ref in by_digest[holder].children:
+            if ref.digest in by_digest and ref.digest != holder:
+                detail = f"{ref.describe()} of kept index {short_digest(holder)}"
+                needed.append((ref.digest, Why(Reason.CHILD_OF_KEPT, detail)))
+        for referrer in referrers.get(holder, ()):
+            detail = f"refers to kept image {short_digest(holder)}"
+            needed.append((referrer, Why(Reason.REFERRER_OF_KEPT, detail)))
+        for digest, why in needed:
+            keep[digest].append(why)
+            if digest not in kept:
+                kept.add(digest)
+                queue.append(digest)
 
     deleted = [digest for digest in by_digest if digest not in kept]
     waves = _waves(deleted, parents)
@@ -242,7 +270,62 @@ def _parents(by_digest: Mapping[str, Image]) -> dict[str, set[str]]:
         for child in image.children:
             if child.digest in by_digest and child.digest != image.digest:
                 parents[child.digest].add(image.digest)
+        subject = image.refers_to
+        if subject is not None and subject in by_digest and subject != image.digest:
+            parents[image.digest].add(subject)
     return parents
+
+
+def _referrers(by_digest: Mapping[str, Image]) -> dict[str, list[str]]:
+    """Subject digest -> the digests of the referrers (signatures, SBOMs) that describe it."""
+    referrers: dict[str, list[str]] = defaultdict(list)
+    for image in by_digest.values():
+        subject = image.refers_to
+        if subject is not None and subject in by_digest and subject != image.digest:
+            referrers[subject].append(image.digest)
+    return referrers
+
+
+def _known_branches(images: Iterable[Image]) -> set[str]:
+    """Branch slugs the repository shows: from build tags and from `cache-<slug>` refs."""
+    images = list(images)
+    known = {slug for image in images for slug in image.build_branches()}
+    known.update(
+        tag.removeprefix(CACHE_TAG_PREFIX)
+        for image in images
+        if image.is_cache
+        for tag in image.tags
+        if tag.startswith(CACHE_TAG_PREFIX)
+    )
+    return known
+
+
+def _unknown_tags(image: Image, known: set[str]) -> list[str]:
+    """The tags of `image` that no convention of the pipeline explains.
+
+    Known: a build's `<sha>` with its `<slug>-<sha7>`, a known branch's moving `<slug>`,
+    `latest`, `cache-<slug>`, and cosign's `sha256-<hex>.sig/.att/.sbom` (a referrer).
+    """
+    builds = image.build_branches()
+    shas = {tag for tag in image.tags if FULL_SHA.fullmatch(tag)}
+    unknown = []
+    for tag in image.tags:
+        if tag in known or tag == "latest" or tag.startswith(CACHE_TAG_PREFIX):
+            continue
+        if tag in shas and builds:
+            continue
+        build = BUILD_TAG.fullmatch(tag)
+        if build and build["slug"] in builds:
+            continue
+        if cosign_subject(tag) is not None:
+            continue
+        unknown.append(tag)
+    return unknown
+
+
+def _expired(image: Image, policy: Policy, now: datetime) -> bool:
+    limit = policy.unknown_after_days
+    return limit is not None and now - image.pushed_at >= timedelta(days=limit)
 
 
 def _own_keep_reasons(image: Image, policy: Policy, now: datetime) -> list[Why]:
@@ -262,6 +345,9 @@ def _own_keep_reasons(image: Image, policy: Policy, now: datetime) -> list[Why]:
     where = policy.in_use.get(image.digest)
     if where is not None:
         whys.append(Why(Reason.IN_USE, f"runs in {where}"))
+    for tag in image.tags:
+        if (user := policy.in_use_tags.get(tag)) is not None:
+            whys.append(Why(Reason.IN_USE, f"tag {tag} is named by {user}"))
     return whys
 
 
@@ -281,14 +367,7 @@ def _rank_branches(images: Iterable[Image]) -> dict[str, list[_Rank]]:
     refresh) carries only the moving tag, since build tags are written once.
     """
     images = list(images)
-    known = {slug for image in images for slug in image.build_branches()}
-    known.update(
-        tag.removeprefix(CACHE_TAG_PREFIX)
-        for image in images
-        if image.is_cache
-        for tag in image.tags
-        if tag.startswith(CACHE_TAG_PREFIX)
-    )
+    known = _known_branches(images)
     members: dict[str, list[Image]] = defaultdict(list)
     for image in images:
         for slug in image.build_branches() | (known & set(image.tags)):
@@ -328,6 +407,17 @@ def _delete_reason(
     by_digest: Mapping[str, Image],
 ) -> Why:
     older = f"older than {policy.keep_days:g} days"
+    subject = image.refers_to
+    if subject is not None:
+        if subject in by_digest:
+            return Why(
+                Reason.REFERRER_OF_DELETED,
+                f"refers to deleted image {short_digest(subject)}; goes after it",
+            )
+        return Why(
+            Reason.DANGLING_REFERRER,
+            f"refers to {short_digest(subject)}, which is not in the repository, {older}",
+        )
     if parents.get(image.digest):
         parent = sorted(parents[image.digest])[0]
         role = next(
@@ -347,7 +437,11 @@ def _delete_reason(
         )
     if not image.tags:
         return Why(Reason.UNTAGGED, f"untagged, no kept index references it, {older}")
-    return Why(Reason.NO_KEEP_RULE, f"tags {', '.join(image.tags)} match no keep rule, {older}")
+    return Why(
+        Reason.UNKNOWN_EXPIRED,
+        f"tags {', '.join(image.tags)} follow no known convention, older than "
+        f"{policy.unknown_after_days:g} days (PruneUnknownAfterDays)",
+    )
 
 
 def _age(age: timedelta) -> str:

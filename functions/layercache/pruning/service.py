@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -12,7 +12,16 @@ from aws_lambda_powertools import Logger
 
 from layercache.build_records import utc_now
 from layercache.pruning.ecr import DeleteOutcome, EcrRegistry
-from layercache.pruning.in_use import EcsTasks, InUseSource, LambdaFunctions, collect
+from layercache.pruning.in_use import (
+    EcsServices,
+    EcsTasks,
+    InUseSource,
+    LambdaFunctions,
+    ServiceImages,
+    TagRef,
+    collect,
+    protected_tags_for,
+)
 from layercache.pruning.plan import Plan, Policy, make_plan
 from layercache.pruning.settings import PrunerSettings
 
@@ -29,6 +38,8 @@ class RepositoryReport:
     plan: Plan
     outcome: DeleteOutcome | None
     aws_calls: int
+    # Why this repository could not be pruned (nothing of it was deleted), if it could not.
+    error: str | None = None
 
     @property
     def images_kept(self) -> int:
@@ -57,12 +68,14 @@ class RepositoryReport:
             "reasons": self.plan.reason_counts(),
             "aws_calls": self.aws_calls,
         }
+        if self.error is not None:
+            summary["error"] = self.error
         if self.outcome is not None:
             summary |= {
                 "deleted": self.images_deleted,
                 "already_gone": len(self.outcome.already_gone),
-                "failed": [vars(f) for f in self.outcome.failed],
-                "skipped": [vars(f) for f in self.outcome.skipped],
+                "failed": [asdict(f) for f in self.outcome.failed],
+                "skipped": [asdict(f) for f in self.outcome.skipped],
                 "bytes_freed": self.bytes_freed,
             }
         return summary
@@ -77,21 +90,58 @@ class Pruner:
         registry: EcrRegistry,
         in_use_sources: Sequence[InUseSource] = (),
         clock: Callable[[], datetime] = utc_now,
+        ecs_services: EcsServices | None = None,
     ) -> None:
         self.settings = settings
         self._registry = registry
         self._in_use_sources = in_use_sources
         self._clock = clock
+        self._ecs_services = ecs_services
 
     def run(self) -> list[RepositoryReport]:
-        in_use = collect(self._in_use_sources)
-        policy = self.settings.policy(in_use)
-        return [self.prune(repository, policy) for repository in self.settings.repositories]
+        """Prune every repository; one that fails is reported and the others still run.
 
-    def prune(self, repository: str, policy: Policy) -> RepositoryReport:
+        What runs (ECS, Lambda) is read first: if that fails, nothing is pruned at all.
+        """
+        in_use = collect(self._in_use_sources)
+        services = self._ecs_services.images() if self._ecs_services else ServiceImages()
+        for digest, where in services.digests.items():
+            in_use.setdefault(digest, where)
+        policy = self.settings.policy(in_use)
+        return [
+            self._prune_or_report(repository, policy, services.tags)
+            for repository in self.settings.repositories
+        ]
+
+    def _prune_or_report(
+        self, repository: str, policy: Policy, service_tags: Mapping[TagRef, str]
+    ) -> RepositoryReport:
+        calls_before = self._registry.total_calls
+        try:
+            return self.prune(repository, policy, service_tags)
+        except Exception as error:
+            logger.exception("Could not prune repository", extra={"repository": repository})
+            return RepositoryReport(
+                repository=repository,
+                dry_run=self.settings.prune_dry_run,
+                plan=Plan(kept=(), deleted=()),
+                outcome=None,
+                aws_calls=self._registry.total_calls - calls_before,
+                error=f"{type(error).__name__}: {error}"[:1000],
+            )
+
+    def prune(
+        self,
+        repository: str,
+        policy: Policy,
+        service_tags: Mapping[TagRef, str] | None = None,
+    ) -> RepositoryReport:
         dry_run = self.settings.prune_dry_run
         calls_before = self._registry.total_calls
         images = self._registry.snapshot(repository)
+        if service_tags:  # tags of this repository an ECS service names
+            uri = self._registry.repository_uri(repository)
+            policy = replace(policy, in_use_tags=protected_tags_for(uri, service_tags))
         plan = make_plan(images, policy, self._clock())
         _log_plan(repository, plan, dry_run)
         outcome = None if dry_run else self._registry.delete(repository, plan)
@@ -142,4 +192,5 @@ def default_service() -> Pruner:
         sources.append(EcsTasks())
     if settings.prune_check_lambda_functions:
         sources.append(LambdaFunctions())
-    return Pruner(settings, EcrRegistry(), sources)
+    services = EcsServices() if settings.prune_check_ecs_tasks else None
+    return Pruner(settings, EcrRegistry(), sources, ecs_services=services)

@@ -23,8 +23,15 @@ class PrunerSettings(EnvSettings):
     prune_dry_run: bool = False
     prune_check_ecs_tasks: bool = True
     prune_check_lambda_functions: bool = True
+    # Images whose tags follow no convention the pruner knows: kept (None), or this many days.
+    prune_unknown_after_days: float | None = Field(default=None, ge=0)
 
     _split = field_validator("prune_repositories", "prune_protected_tags", mode="before")(split_csv)
+
+    @field_validator("prune_unknown_after_days", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("prune_repositories")
     @classmethod
@@ -50,4 +57,5 @@ class PrunerSettings(EnvSettings):
             keep_per_branch=self.prune_keep_per_branch,
             keep_days=self.prune_keep_days,
             in_use=dict(in_use or {}),
+            unknown_after_days=self.prune_unknown_after_days,
         )

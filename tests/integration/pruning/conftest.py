@@ -39,6 +39,9 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 IN_TOTO = "application/vnd.in-toto+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+NOTATION_SIGNATURE = "application/vnd.cncf.notary.signature"
+SPDX_SBOM = "application/spdx+json"
 
 
 def sha256(data: bytes | str) -> str:
@@ -184,6 +187,47 @@ class Registry:
     def push_untagged(self, name: str, *, days_ago: float = 30, cache: bool = False) -> str:
         config = BUILDKIT_CACHE_CONFIG if cache else OCI_CONFIG
         return self._put(self._image_manifest(name, config, OCI_LAYER, 2), None, days_ago)
+
+    def push_referrer(
+        self,
+        subject: str,
+        name: str,
+        *,
+        artifact_type: str = NOTATION_SIGNATURE,
+        days_ago: float = 30,
+    ) -> str:
+        """An OCI 1.1 referrer of `subject`, as Notation or ECR managed signing push one:
+        an untagged manifest with an empty config, one layer and `subject`."""
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": artifact_type,
+                "config": {"mediaType": OCI_EMPTY, "digest": sha256("{}"), "size": 2},
+                "layers": [
+                    {"mediaType": "application/jose+json", "digest": sha256(name), "size": 2048}
+                ],
+                "subject": {"mediaType": OCI_INDEX, "digest": subject, "size": 1024},
+            },
+            indent=2,
+        )
+        return self._put(manifest, None, days_ago)
+
+    def move_tag(self, tag: str, digest: str) -> None:
+        """Move `tag` onto `digest`, as a rollback does (PutImage of the same manifest)."""
+        manifest = self.client.batch_get_image(
+            repositoryName=self.repository,
+            imageIds=[{"imageDigest": digest}],
+            acceptedMediaTypes=[OCI_INDEX, OCI_MANIFEST],
+        )["images"][0]["imageManifest"]
+        self._untag_elsewhere(tag, digest)
+        self.client.put_image(
+            repositoryName=self.repository,
+            imageManifest=manifest,
+            imageManifestMediaType=json.loads(manifest)["mediaType"],
+            imageDigest=digest,
+            imageTag=tag,
+        )
 
     def _image_manifest(self, name: str, config_type: str, layer_type: str, layers: int) -> str:
         self._counter += 1

@@ -44,8 +44,18 @@ def old_plan(count: int) -> Any:
     return make_plan(images, Policy(), NOW)
 
 
+def tags_unchanged(stubber: Stubber, *digests: str) -> None:
+    """The re-read before a delete batch: the images still carry no tag."""
+    stubber.add_response(
+        "describe_images",
+        {"imageDetails": [{"imageDigest": d, "imagePushedAt": NOW} for d in digests]},
+        {"repositoryName": REPOSITORY, "imageIds": [{"imageDigest": d} for d in digests]},
+    )
+
+
 def test_throttling_backs_off_exponentially_then_succeeds(ecr: tuple[Any, Stubber]) -> None:
     client, stubber = ecr
+    tags_unchanged(stubber, digest(0))
     for _ in range(3):
         stubber.add_client_error("batch_delete_image", "ThrottlingException", "Rate exceeded", 400)
     stubber.add_response(
@@ -79,6 +89,7 @@ def test_per_image_failures_are_retried_once_then_reported(ecr: tuple[Any, Stubb
     client, stubber = ecr
     ids = [{"imageDigest": digest(n)} for n in range(3)]
     kms = {"failureCode": "KmsError", "failureReason": "KMS throttled the decrypt"}
+    tags_unchanged(stubber, *(i["imageDigest"] for i in ids))
     stubber.add_response(
         "batch_delete_image",
         {

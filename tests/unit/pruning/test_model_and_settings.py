@@ -150,9 +150,11 @@ def test_settings_from_the_environment() -> None:
             "PRUNE_KEEP_DAYS": "1.5",
             "PRUNE_DRY_RUN": "true",
             "PRUNE_CHECK_ECS_TASKS": "false",
+            "PRUNE_UNKNOWN_AFTER_DAYS": "90",
         }
     )
     assert settings.repositories == ("team/service", "other/repo")
+    assert settings.policy().unknown_after_days == 90
     policy = settings.policy({"sha256:x": "ECS task t"})
     assert policy.protected_tags == ("latest", "v*", "prod-*")
     assert (policy.keep_per_branch, policy.keep_days) == (3, 1.5)
@@ -168,6 +170,10 @@ def test_settings_default_to_the_stacks_repository() -> None:
     )
     assert settings.repositories == ("team/service",)
     assert settings.policy().protected_tags == ("latest", "v*")
+    # The template passes "" when PruneUnknownAfterDays is left empty: keep them all.
+    for off in ({}, {"PRUNE_UNKNOWN_AFTER_DAYS": ""}):
+        env = {"IMAGE_REPOSITORY_NAME": "team/service", **off}
+        assert PrunerSettings.from_env(env).policy().unknown_after_days is None
 
 
 @pytest.mark.parametrize(
@@ -175,6 +181,8 @@ def test_settings_default_to_the_stacks_repository() -> None:
     [
         {"PRUNE_KEEP_PER_BRANCH": "0"},
         {"PRUNE_KEEP_DAYS": "-1"},
+        {"PRUNE_UNKNOWN_AFTER_DAYS": "-5"},
+        {"PRUNE_UNKNOWN_AFTER_DAYS": "soon"},
         {"PRUNE_DRY_RUN": "maybe"},
         {"PRUNE_REPOSITORIES": "arn:aws:s3:::bucket"},
     ],

@@ -7,6 +7,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -130,9 +131,33 @@ def test_protected_patterns_are_case_sensitive_globs() -> None:
         protected_tags=("prod-*",),
         keep_per_branch=1,
         keep_days=1,
+        unknown_after_days=1,  # so that an unknown tag alone keeps nothing here
     )
     assert Reason.PROTECTED_TAG in reasons(plan, prod.index)
     assert other.index.digest in plan.deleted_digests
+
+
+def test_images_with_tags_no_convention_explains_are_kept_unless_opted_in() -> None:
+    """Pushed by hand or by another tool: `Prod-2025` on an old build, and a lone `nightly`."""
+    hand_tagged = build("main", "h", extra_tags=["Prod-2025"])
+    other_tool = Image(digest("other-tool"), ago(OLD), tags=("nightly",))
+    newest = build("main", "n", days=1.5, moving=True)
+    images = [*hand_tagged.images, other_tool, *newest.images]
+
+    plan = plan_of(images, keep_per_branch=1, keep_days=1)
+    assert reasons(plan, hand_tagged.index) == {Reason.UNKNOWN}
+    assert "tags Prod-2025 follow no convention" in details(plan, hand_tagged.index)[0]
+    assert hand_tagged.digests <= plan.kept_digests  # with its children
+    assert reasons(plan, other_tool) == {Reason.UNKNOWN}
+
+    plan = plan_of(images, keep_per_branch=1, keep_days=1, unknown_after_days=OLD + 1)
+    assert {hand_tagged.index.digest, other_tool.digest} <= plan.kept_digests  # not yet
+
+    plan = plan_of(images, keep_per_branch=1, keep_days=1, unknown_after_days=OLD - 1)
+    assert reasons(plan, hand_tagged.index) == {Reason.OLDER_BUILD}
+    assert reasons(plan, other_tool) == {Reason.UNKNOWN_EXPIRED}
+    # The pipeline's own tags are never unknown: sha, build tag, moving tag, latest, caches.
+    assert Reason.UNKNOWN not in reasons(plan, newest.index)
 
 
 def test_current_cache_ref_of_every_branch_is_kept_and_superseded_ones_go_first() -> None:
@@ -321,13 +346,13 @@ def test_nested_indexes_are_deleted_top_down() -> None:
         media_type=OCI_INDEX,
         children=(ChildRef(inner.digest, ChildRole.INDEX),),
     )
-    plan = plan_of([leaf, inner, outer])
+    plan = plan_of([leaf, inner, outer], unknown_after_days=1)  # "nightly-old": another tool's
     assert [[d.image.digest for d in wave] for wave in plan.waves()] == [
         [outer.digest],
         [inner.digest],
         [leaf.digest],
     ]
-    assert reasons(plan, outer) == {Reason.NO_KEEP_RULE}
+    assert reasons(plan, outer) == {Reason.UNKNOWN_EXPIRED}
 
 
 def test_untagged_leftovers_are_deleted() -> None:
@@ -449,3 +474,60 @@ def test_plan_invariants_hold_on_random_repositories(seed: int) -> None:
     for image in images:
         if known & set(image.tags):
             assert image.digest in plan.kept_digests
+
+
+# ---------------------------------------------------------------------- referrers
+
+
+def referrer(name: str, subject: Image, days: float = OLD, **fields: Any) -> Image:
+    """A signature or SBOM pushed as an OCI 1.1 referrer: untagged, `subject` = the image."""
+    return Image(digest(name), ago(days), subject=subject.digest, size_bytes=2_000, **fields)
+
+
+def test_signatures_and_sboms_of_a_kept_image_are_kept() -> None:
+    current = build("main", "current", moving=True)
+    signature = referrer("current/sig", current.index)
+    sbom = referrer("current/sbom", current.index)
+    sbom_signature = referrer("current/sbom/sig", sbom)  # a signature of the SBOM
+    plan = plan_of([*current.images, signature, sbom, sbom_signature], keep_per_branch=1)
+    for kept in (signature, sbom, sbom_signature):
+        assert reasons(plan, kept) == {Reason.REFERRER_OF_KEPT}
+    assert f"refers to kept image {current.index.digest[:19]}" in details(plan, signature)[0]
+
+
+def test_referrers_of_a_deleted_image_go_with_it_after_it() -> None:
+    newest = build("main", "newest", days=OLD - 1, moving=True)
+    old = build("main", "old")
+    signature = referrer("old/sig", old.index)
+    platform_signature = referrer("old/platform-sig", old.platform)
+    plan = plan_of([*newest.images, *old.images, signature, platform_signature], keep_per_branch=1)
+
+    assert reasons(plan, signature) == {Reason.REFERRER_OF_DELETED}
+    assert reasons(plan, platform_signature) == {Reason.REFERRER_OF_DELETED}
+    wave = {d.image.digest: d.wave for d in plan.deleted}
+    assert wave[signature.digest] > wave[old.index.digest]  # the subject first
+    assert wave[platform_signature.digest] > wave[old.platform.digest]
+    assert old.index.digest in plan.decision(signature.digest).parents
+
+
+def test_a_referrer_whose_subject_is_gone_is_pruned_by_age() -> None:
+    gone = Image(digest("gone"), ago(OLD))
+    dangling = referrer("dangling", gone)
+    young = referrer("young", gone, days=0.5)
+    plan = plan_of([dangling, young], keep_days=1)
+    assert reasons(plan, dangling) == {Reason.DANGLING_REFERRER}
+    assert young.digest in plan.kept_digests
+
+
+def test_cosign_tag_scheme_signatures_follow_their_image() -> None:
+    kept = build("main", "kept", moving=True)
+    deleted = build("main", "deleted")
+
+    def sig_tag(b: Build) -> str:
+        return f"sha256-{b.index.digest.removeprefix('sha256:')}.sig"
+
+    kept_sig = Image(digest("kept.sig"), ago(OLD), tags=(sig_tag(kept),))
+    deleted_sig = Image(digest("deleted.sig"), ago(OLD), tags=(sig_tag(deleted),))
+    plan = plan_of([*kept.images, *deleted.images, kept_sig, deleted_sig], keep_per_branch=1)
+    assert reasons(plan, kept_sig) == {Reason.REFERRER_OF_KEPT}
+    assert reasons(plan, deleted_sig) == {Reason.REFERRER_OF_DELETED}
