@@ -14,9 +14,12 @@ each of them:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import boto3
@@ -26,13 +29,17 @@ from moto.core.responses import ActionResult
 from moto.ecr.models import ECRBackend, ecr_backends
 from moto.ecr.responses import ECRResponse
 
+from layercache.pruning.ecr import EcrRegistry
 from layercache.pruning.model import (
     BUILDKIT_CACHE_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
     branch_slug,
 )
+from layercache.pruning.service import default_service
 from layercache_dev.moto_ecr import ecr_like_batch_delete
+from layercache_dev.template import function_handler
+from tests.conftest import emitted_metrics
 
 REGION = "us-east-1"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -213,6 +220,20 @@ class Registry:
         )
         return self._put(manifest, None, days_ago)
 
+    def push_identical_rebuild(self, index_digest: str) -> str:
+        """What an identical rebuild pushes: a new index referencing the same children."""
+        manifest = self.client.batch_get_image(
+            repositoryName=self.repository, imageIds=[{"imageDigest": index_digest}]
+        )["images"][0]["imageManifest"]
+        rebuilt = manifest.replace("attestation-manifest", "attestation-manifest ")
+        self.client.put_image(
+            repositoryName=self.repository,
+            imageManifest=rebuilt,
+            imageTag="main-rebuilt",
+            imageDigest=sha256(rebuilt),
+        )
+        return sha256(rebuilt)
+
     def move_tag(self, tag: str, digest: str) -> None:
         """Move `tag` onto `digest`, as a rollback does (PutImage of the same manifest)."""
         manifest = self.client.batch_get_image(
@@ -295,3 +316,55 @@ class Registry:
 @pytest.fixture
 def registry(stack: Any) -> Registry:
     return Registry(stack.repository_name)
+
+
+# ---------------------------------------------------------------- the function and its output
+
+PRUNER_FUNCTION = "ImagePrunerFunction"
+EVENTS = Path(__file__).resolve().parents[3] / "events" / "image-pruner"
+PrunerHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@pytest.fixture
+def pruner_handler() -> Iterator[PrunerHandler]:
+    """ImagePrunerFunction's handler, by the template's Handler string, with a fresh service."""
+    default_service.cache_clear()
+    module_name, _, attribute = function_handler(PRUNER_FUNCTION).rpartition(".")
+    found: PrunerHandler = getattr(importlib.import_module(module_name), attribute)
+    yield found
+    default_service.cache_clear()
+
+
+def sample(name: str) -> dict[str, Any]:
+    """A sample event of events/image-pruner/."""
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return event
+
+
+def emf_metrics(output: str) -> dict[str, float]:
+    """Metric name -> value, summed over the EMF records a run printed."""
+    metrics: dict[str, float] = {}
+    for record in emitted_metrics(output):
+        for definition in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+            value = record[definition["Name"]]
+            metrics[definition["Name"]] = sum(value) if isinstance(value, list) else value
+    return metrics
+
+
+def refuse_deleting(
+    monkeypatch: pytest.MonkeyPatch, ecr: EcrRegistry, digest: str, code: str = "KmsError"
+) -> None:
+    """Make BatchDeleteImage refuse `digest` every time, and delete the others as usual."""
+    real = ecr._client.batch_delete_image
+
+    def refusing(**arguments: Any) -> dict[str, Any]:
+        ids = [i for i in arguments["imageIds"] if i["imageDigest"] != digest]
+        response: dict[str, Any] = (
+            real(**{**arguments, "imageIds": ids}) if ids else {"imageIds": [], "failures": []}
+        )
+        if len(ids) < len(arguments["imageIds"]):
+            failure = {"failureCode": code, "failureReason": "The KMS key is not enabled"}
+            response["failures"].append({"imageId": {"imageDigest": digest}, **failure})
+        return response
+
+    monkeypatch.setattr(ecr._client, "batch_delete_image", refusing)

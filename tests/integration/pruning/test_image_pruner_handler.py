@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-from layercache.pruning.service import default_service
-from layercache_dev.template import function_handler
-from tests.conftest import emitted_metrics
-
-from .conftest import REGION, EcrLike, Registry
-
-FUNCTION = "ImagePrunerFunction"
-EVENTS = Path(__file__).resolve().parents[3] / "events" / "image-pruner"
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-
-
-def sample(name: str) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    return event
-
-
-@pytest.fixture(autouse=True)
-def _fresh_service() -> Iterator[None]:
-    default_service.cache_clear()
-    yield
-    default_service.cache_clear()
-
-
-@pytest.fixture
-def handler() -> Handler:
-    module_name, _, attribute = function_handler(FUNCTION).rpartition(".")
-    found: Handler = getattr(importlib.import_module(module_name), attribute)
-    return found
+from .conftest import (
+    PRUNER_FUNCTION,
+    REGION,
+    EcrLike,
+    PrunerHandler,
+    Registry,
+    emf_metrics,
+    sample,
+)
 
 
 def seed(registry: Registry) -> dict[str, set[str]]:
@@ -55,15 +32,6 @@ def seed(registry: Registry) -> dict[str, set[str]]:
     }
 
 
-def emf_metrics(output: str) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for record in emitted_metrics(output):
-        for definition in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
-            value = record[definition["Name"]]
-            metrics[definition["Name"]] = sum(value) if isinstance(value, list) else value
-    return metrics
-
-
 def log_records(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
     return [vars(r) for r in caplog.records if r.getMessage() == message]
 
@@ -73,13 +41,13 @@ def test_a_successful_build_prunes_the_repository(
     ecr_like: EcrLike,
     function_env: Any,
     lambda_context: Any,
-    handler: Handler,
+    pruner_handler: PrunerHandler,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     expected = seed(registry)
-    function_env(FUNCTION)
+    function_env(PRUNER_FUNCTION)
 
-    result = handler(sample("build-succeeded.json"), lambda_context)
+    result = pruner_handler(sample("build-succeeded.json"), lambda_context)
 
     assert registry.digests() == expected["kept"]
     (summary,) = result["repositories"]
@@ -101,16 +69,16 @@ def test_the_daily_schedule_in_dry_run_logs_the_plan_and_deletes_nothing(
     ecr_like: EcrLike,
     function_env: Any,
     lambda_context: Any,
-    handler: Handler,
+    pruner_handler: PrunerHandler,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     expected = seed(registry)
     before = registry.digests()
-    function_env(FUNCTION, PRUNE_DRY_RUN="true")
+    function_env(PRUNER_FUNCTION, PRUNE_DRY_RUN="true")
 
-    result = handler(sample("daily-schedule.json"), lambda_context)
+    result = pruner_handler(sample("daily-schedule.json"), lambda_context)
 
     assert registry.digests() == before
     (summary,) = result["repositories"]
@@ -130,7 +98,7 @@ def test_a_list_of_repositories_is_pruned_repository_by_repository(
     ecr_like: EcrLike,
     function_env: Any,
     lambda_context: Any,
-    handler: Handler,
+    pruner_handler: PrunerHandler,
 ) -> None:
     expected = seed(registry)
     other = Registry("team/worker")
@@ -140,9 +108,9 @@ def test_a_list_of_repositories_is_pruned_repository_by_repository(
     stale = other.push_untagged("stale-cache", days_ago=40, cache=True)
     current = other.push_cache("main", "current", days_ago=40)
     own_arn = arn.replace("team/worker", registry.repository)
-    function_env(FUNCTION, PRUNE_REPOSITORIES=f"{own_arn},{arn}")
+    function_env(PRUNER_FUNCTION, PRUNE_REPOSITORIES=f"{own_arn},{arn}")
 
-    result = handler(sample("daily-schedule.json"), lambda_context)
+    result = pruner_handler(sample("daily-schedule.json"), lambda_context)
 
     assert [r["repository"] for r in result["repositories"]] == ["team/service", "team/worker"]
     assert registry.digests() == expected["kept"]
@@ -162,12 +130,12 @@ def test_foreign_events_are_ignored_without_touching_the_repository(
     registry: Registry,
     function_env: Any,
     lambda_context: Any,
-    handler: Handler,
+    pruner_handler: PrunerHandler,
     event: dict[str, Any],
     reason: str,
 ) -> None:
     seed(registry)
     before = registry.digests()
-    function_env(FUNCTION)
-    assert handler(event, lambda_context) == {"status": "ignored", "reason": reason}
+    function_env(PRUNER_FUNCTION)
+    assert pruner_handler(event, lambda_context) == {"status": "ignored", "reason": reason}
     assert registry.digests() == before

@@ -15,7 +15,7 @@ from layercache.pruning.plan import Policy, Reason, make_plan
 from layercache.pruning.service import Pruner, dry_run_plan
 from layercache.pruning.settings import PrunerSettings
 
-from .conftest import NOW, REGION, EcrLike, Registry
+from .conftest import NOW, REGION, EcrLike, Registry, refuse_deleting
 
 POLICY = Policy(keep_per_branch=2, keep_days=7)
 
@@ -141,17 +141,7 @@ def test_an_index_pushed_after_planning_keeps_the_manifest_it_shares(
     assert old.digests <= plan.deleted_digests
 
     # Meanwhile an identical rebuild pushes a new index that references old's platform manifest.
-    client = boto3.client("ecr", region_name=REGION)
-    manifest = client.batch_get_image(
-        repositoryName=registry.repository, imageIds=[{"imageDigest": old.index}]
-    )["images"][0]["imageManifest"]
-    rebuilt = manifest.replace("attestation-manifest", "attestation-manifest ")
-    client.put_image(
-        repositoryName=registry.repository,
-        imageManifest=rebuilt,
-        imageTag="main-rebuilt",
-        imageDigest=_sha256(rebuilt),
-    )
+    registry.push_identical_rebuild(old.index)
 
     outcome = ecr.delete(registry.repository, plan)
     refused = {f.digest for f in outcome.failed}
@@ -171,24 +161,7 @@ def test_a_manifest_whose_index_could_not_be_deleted_is_left_alone(
     registry.push_build("main", "c", days_ago=10)
     ecr = ecr_registry()
     plan = make_plan(ecr.snapshot(registry.repository), POLICY, NOW)
-    real = ecr._client.batch_delete_image
-
-    def kms_trouble(**arguments: Any) -> dict[str, Any]:
-        ids = [i for i in arguments["imageIds"] if i["imageDigest"] != stuck.index]
-        response: dict[str, Any] = (
-            real(**{**arguments, "imageIds": ids}) if ids else {"imageIds": [], "failures": []}
-        )
-        if len(ids) < len(arguments["imageIds"]):
-            response["failures"].append(
-                {
-                    "imageId": {"imageDigest": stuck.index},
-                    "failureCode": "KmsError",
-                    "failureReason": "The KMS key is not enabled",
-                }
-            )
-        return response
-
-    monkeypatch.setattr(ecr._client, "batch_delete_image", kms_trouble)
+    refuse_deleting(monkeypatch, ecr, stuck.index)
     outcome = ecr.delete(registry.repository, plan)
 
     assert [(f.digest, f.code) for f in outcome.failed] == [(stuck.index, "KmsError")]
@@ -288,12 +261,6 @@ def test_storage_stops_growing_with_the_number_of_builds(
 
 def _day(start: datetime, day: int) -> datetime:
     return start + timedelta(days=day, minutes=5)
-
-
-def _sha256(text: str) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_describe_errors_surface(stack: Any) -> None:

@@ -4,11 +4,6 @@ signatures and SBOMs (OCI 1.1 referrers) of the images it keeps or deletes."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -18,64 +13,27 @@ from botocore.stub import Stubber
 from layercache.pruning.ecr import EcrRegistry
 from layercache.pruning.in_use import EcsServices
 from layercache.pruning.plan import Policy, Reason, make_plan
-from layercache.pruning.service import Pruner, default_service
+from layercache.pruning.service import Pruner
 from layercache.pruning.settings import PrunerSettings
-from layercache_dev.template import function_handler
-from tests.conftest import emitted_metrics
 
-from .conftest import NOW, REGION, SPDX_SBOM, EcrLike, Registry
+from .conftest import (
+    NOW,
+    PRUNER_FUNCTION,
+    REGION,
+    SPDX_SBOM,
+    EcrLike,
+    PrunerHandler,
+    Registry,
+    emf_metrics,
+    refuse_deleting,
+    sample,
+)
 
-FUNCTION = "ImagePrunerFunction"
-EVENTS = Path(__file__).resolve().parents[3] / "events" / "image-pruner"
 POLICY = Policy(keep_per_branch=1, keep_days=7)
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_service() -> Iterator[None]:
-    default_service.cache_clear()
-    yield
-    default_service.cache_clear()
-
-
-@pytest.fixture
-def handler() -> Handler:
-    module_name, _, attribute = function_handler(FUNCTION).rpartition(".")
-    found: Handler = getattr(importlib.import_module(module_name), attribute)
-    return found
-
-
-def schedule() -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((EVENTS / "daily-schedule.json").read_text())
-    return event
-
-
-def metrics_of(output: str) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for record in emitted_metrics(output):
-        for definition in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
-            value = record[definition["Name"]]
-            found[definition["Name"]] = sum(value) if isinstance(value, list) else value
-    return found
 
 
 def ecr_registry() -> EcrRegistry:
     return EcrRegistry(boto3.client("ecr", region_name=REGION), sleep=lambda _: None)
-
-
-def share_a_manifest_of(registry: Registry, index_digest: str) -> None:
-    """An identical rebuild pushes a new index referencing the old index's children."""
-    client = boto3.client("ecr", region_name=REGION)
-    manifest = client.batch_get_image(
-        repositoryName=registry.repository, imageIds=[{"imageDigest": index_digest}]
-    )["images"][0]["imageManifest"]
-    rebuilt = manifest.replace("attestation-manifest", "attestation-manifest ")
-    client.put_image(
-        repositoryName=registry.repository,
-        imageManifest=rebuilt,
-        imageTag="main-rebuilt",
-        imageDigest="sha256:" + hashlib.sha256(rebuilt.encode()).hexdigest(),
-    )
 
 
 def test_a_refused_delete_is_a_reported_outcome_not_a_crash(
@@ -83,7 +41,7 @@ def test_a_refused_delete_is_a_reported_outcome_not_a_crash(
     ecr_like: EcrLike,
     function_env: Any,
     lambda_context: Any,
-    handler: Handler,
+    pruner_handler: PrunerHandler,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -91,16 +49,16 @@ def test_a_refused_delete_is_a_reported_outcome_not_a_crash(
     old = [registry.push_build("main", f"old-{n}", days_ago=60 - n) for n in range(2)]
     for n in range(5):
         registry.push_build("main", f"new-{n}", days_ago=20 - n)
-    function_env(FUNCTION)
+    function_env(PRUNER_FUNCTION)
     delete = EcrRegistry.delete
 
     def delete_while_a_rebuild_lands(self: EcrRegistry, repository: str, plan: Any) -> Any:
-        share_a_manifest_of(registry, old[0].index)  # between planning and deleting
+        registry.push_identical_rebuild(old[0].index)  # between planning and deleting
         return delete(self, repository, plan)
 
     monkeypatch.setattr(EcrRegistry, "delete", delete_while_a_rebuild_lands)
 
-    result = handler(schedule(), lambda_context)
+    result = pruner_handler(sample("daily-schedule.json"), lambda_context)
 
     (summary,) = result["repositories"]
     refused = {(f["digest"], f["code"]) for f in summary["failed"]}
@@ -110,7 +68,7 @@ def test_a_refused_delete_is_a_reported_outcome_not_a_crash(
     }
     assert all(f["reason"] for f in summary["failed"])
     assert old[1].digests.isdisjoint(registry.digests())  # the rest was deleted
-    assert metrics_of(capsys.readouterr().out)["DeleteFailures"] == 2
+    assert emf_metrics(capsys.readouterr().out)["DeleteFailures"] == 2
 
 
 def test_a_repository_that_cannot_be_pruned_does_not_stop_the_others(
@@ -118,7 +76,7 @@ def test_a_repository_that_cannot_be_pruned_does_not_stop_the_others(
     ecr_like: EcrLike,
     function_env: Any,
     lambda_context: Any,
-    handler: Handler,
+    pruner_handler: PrunerHandler,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     old = registry.push_build("main", "old", days_ago=60)
@@ -126,17 +84,17 @@ def test_a_repository_that_cannot_be_pruned_does_not_stop_the_others(
         registry.push_build("main", f"new-{n}", days_ago=20 - n)
     account_arn = f"arn:aws:ecr:{REGION}:123456789012:repository"
     function_env(
-        FUNCTION,
+        PRUNER_FUNCTION,
         PRUNE_REPOSITORIES=f"{account_arn}/team/gone,{account_arn}/{registry.repository}",
     )
 
     with pytest.raises(Exception, match="could not prune 1 repository") as raised:
-        handler(schedule(), lambda_context)
+        pruner_handler(sample("daily-schedule.json"), lambda_context)
 
     assert "team/gone" in str(raised.value)
     assert "RepositoryNotFoundException" in str(raised.value)
     assert old.digests.isdisjoint(registry.digests())  # the second one was pruned
-    metrics = metrics_of(capsys.readouterr().out)
+    metrics = emf_metrics(capsys.readouterr().out)
     assert metrics["RepositoriesFailed"] == 1
     assert metrics["ImagesDeleted"] == len(old.digests)
 
@@ -198,19 +156,7 @@ def test_a_referrer_is_not_deleted_when_its_image_could_not_be(
     signature = registry.push_referrer(old.index, "old/sig")
     ecr = ecr_registry()
     plan = make_plan(ecr.snapshot(registry.repository), POLICY, NOW)
-    real = ecr._client.batch_delete_image
-
-    def refuse_the_index(**arguments: Any) -> dict[str, Any]:
-        ids = [i for i in arguments["imageIds"] if i["imageDigest"] != old.index]
-        response: dict[str, Any] = (
-            real(**{**arguments, "imageIds": ids}) if ids else {"imageIds": [], "failures": []}
-        )
-        if len(ids) < len(arguments["imageIds"]):
-            failure = {"failureCode": "KmsError", "failureReason": "The KMS key is not enabled"}
-            response["failures"].append({"imageId": {"imageDigest": old.index}, **failure})
-        return response
-
-    monkeypatch.setattr(ecr._client, "batch_delete_image", refuse_the_index)
+    refuse_deleting(monkeypatch, ecr, old.index)
     outcome = ecr.delete(registry.repository, plan)
 
     skipped = {f.digest: f.code for f in outcome.skipped}
