@@ -1099,6 +1099,13 @@ def report_of(
     cache_status: str,
     warnings: list[str],
 ) -> BuildReport:
+    # BuildKit reads the cache refs side by side and reports them in whatever order they
+    # finish: name them in the order the build asked for them (the branch's own first).
+    asked = {ref: rank for rank, ref in enumerate(request.cache_from_refs())}
+    summary = replace(
+        summary,
+        imported_refs=sorted(summary.imported_refs, key=lambda ref: asked.get(ref, len(asked))),
+    )
     return BuildReport(
         digest, request.pushed_tags(), summary, cache_status, warnings, request.moving_tags()
     )

@@ -638,3 +638,24 @@ def test_branches_outside_the_immutable_pattern_build_as_usual(
 )
 def test_the_tag_pattern_is_ecrs_wildcard(tag: str, pattern: str, matches: bool) -> None:
     assert build_driver.matches_tag_pattern(tag, pattern) is matches
+
+
+def test_the_cache_ref_hit_is_the_branchs_own_whichever_import_finishes_first(
+    docker: FakeDocker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Seen under load on the docker tier: main's cache was read before the branch's."""
+    own = f"{REPO}:cache-feature-x"
+    stream = [
+        vertex("imp-main", f"importing cache manifest from {CACHE_MAIN}"),
+        vertex("imp-own", f"importing cache manifest from {own}"),
+        *CACHED_STEPS,
+        vertex("s3", RUN_STEP),
+        IMAGE_EXPORT,
+        CACHE_EXPORT,
+    ]
+    run = docker.run(
+        [{"stream": stream, "exit": 0}], capsys, env={"LAYERCACHE_BRANCH": "feature-x"}
+    )
+
+    assert run.status == 0
+    assert run.variables["LAYERCACHE_CACHE_REF_HIT"] == own
