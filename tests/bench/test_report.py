@@ -1,22 +1,27 @@
-"""Rendering the results: the tables, the ratios, the targets, the JSON and the chart."""
+"""Rendering the results: the tables (markdown and terminal), the ratios, the targets, the JSON.
+The chart has tests of its own (test_chart.py)."""
 
 from __future__ import annotations
 
 import json
-import struct
-import zlib
+import re
+from io import StringIO
 
 import pytest
+from rich.console import Console
 
-from layercache_dev.bench import chart
 from layercache_dev.bench_builds import STRATEGIES, Cell, Run, Strategy
 from layercache_dev.bench_report import (
     Results,
+    TextTable,
     check_targets,
     human_bytes,
+    markdown_table,
     results_from_json,
     results_json,
     results_markdown,
+    terminal_report,
+    terminal_text,
 )
 from layercache_dev.bench_workload import SCENARIOS, Scenario
 
@@ -187,17 +192,6 @@ def test_json_round_trips() -> None:
     assert document["targets"][0]["name"] == "unchanged rebuild vs cold"
 
 
-def test_chart_is_a_png_of_the_build_table() -> None:
-    png = chart(make_results())
-    assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    width, height = struct.unpack(">II", png[16:24])
-    assert (width, height) == (1280, 720)
-    idat = png.index(b"IDAT")
-    (length,) = struct.unpack(">I", png[idat - 4 : idat])
-    raw = zlib.decompress(png[idat + 4 : idat + 4 + length])
-    assert len(raw) == height * (1 + width * 3)
-
-
 def test_human_bytes() -> None:
     assert human_bytes(0) == "0 B"
     assert human_bytes(1_500) == "1.5 KB"
@@ -210,3 +204,51 @@ def test_results_render_again_from_their_json() -> None:
     document = json.loads(json.dumps(results_json(results, targets)))
     again = results_from_json(document)
     assert results_markdown(again, check_targets(again)) == results_markdown(results, targets)
+
+
+def test_a_markdown_table_aligns_figures_right_and_leaves_a_blank_heading_blank() -> None:
+    table = TextTable(["", "median ms", "p99 ms"], [["whole call", "3.5", "6.2"]])
+    assert markdown_table(table) == (
+        "| | median ms | p99 ms |\n| --- | ---: | ---: |\n| whole call | 3.5 | 6.2 |"
+    )
+
+
+def test_markdown_emphasis_and_code_become_terminal_styles() -> None:
+    text = terminal_text("`make_plan` on plain data, **no**")
+    assert text.plain == "make_plan on plain data, no"
+    assert [(span.start, span.end, span.style) for span in text.spans] == [
+        (0, 9, "markdown.code"),
+        (25, 27, "markdown.strong"),
+    ]
+
+
+def printed(results: Results, width: int = 200) -> str:
+    out = StringIO()
+    console = Console(file=out, width=width)  # not a terminal: no colour
+    for renderable in terminal_report(results, check_targets(results)):
+        console.print(renderable)
+    return out.getvalue()
+
+
+def test_the_terminal_report_draws_every_table_without_markup_or_colour() -> None:
+    text = printed(make_results())
+    assert "\x1b" not in text
+    assert "**" not in text
+    assert "`" not in text
+    assert "| ---" not in text  # tables drawn by rich, not markdown
+    assert re.search(r"\nunchanged +40\.0 +10\.0 +2\.0 +1\.5 +0\.5 *\n", text)
+    assert re.search(r"\nunchanged +registry +1\.5 +0\.04x +0\.15x +1\.0 KB +7 B +6/12 *\n", text)
+    assert re.search(r"change halfway vs warm local builder +within 1\.2x .* no ", text)
+    assert re.search(r"GitHubWebhookFunction +layercache\.handlers\.github_webhook +450", text)
+    assert re.search(r"StartBuild accepted at once +500 +3\.5 / 6\.2 +25\.0 / 60\.5", text)
+    assert "make_plan on plain data (median of 5)" in text
+    assert "Measured" not in text
+    for paragraph in ("layercache benchmark results", "Targets (ours: registry cache"):
+        assert paragraph in text
+
+
+def test_a_narrow_terminal_wraps_cells_and_cuts_none() -> None:
+    text = printed(make_results(), width=80)
+    assert "…" not in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert "BuildRequestQueue" in text

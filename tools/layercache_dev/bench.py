@@ -27,29 +27,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
 from layercache_dev import bench_overhead
 from layercache_dev.bench_builds import STRATEGIES, BuildBench, builder_cached_seconds
-from layercache_dev.bench_chart import bar_chart
+from layercache_dev.bench_chart import builds_figure, figure_png
 from layercache_dev.bench_report import (
     Results,
     check_targets,
-    human_bytes,
     results_from_json,
     results_json,
     results_markdown,
+    terminal_report,
 )
-from layercache_dev.bench_workload import SCENARIOS, STEPS, Scenario, Workload
+from layercache_dev.bench_workload import SCENARIOS, STEPS, Workload
 from layercache_dev.rig import ROOT, Rig, missing_prerequisites
 from layercache_dev.throttle import ThrottleProxy
 
 DEFAULT_OUT = ROOT / "bench" / "results"
-CHART_LABELS = {
-    Scenario.COLD: "cold",
-    Scenario.UNCHANGED: "unchanged",
-    Scenario.HALFWAY: "halfway",
-    Scenario.BUILDER: "builder stage",
-    Scenario.BASE_REFRESH: "base refresh",
-}
 
 
 @dataclass(frozen=True)
@@ -131,32 +135,79 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    console = Console(highlight=False, markup=False)  # sys.stdout; colour only on a terminal
     if args.from_json is not None:
         results = results_from_json(json.loads(args.from_json.read_text()))
         write_results(results, args.out)
-        print(f"rendered {args.from_json} to {args.out}")
+        show_results(console, results)
+        console.print(f"rendered {args.from_json} to {args.out}")
         return 0
     options = options_from(args)
     if options.builds and (missing := missing_prerequisites("remote")):
-        print("layercache bench needs: " + "; ".join(missing) + " (run .ci/setup-docker)")
+        console.print("layercache bench needs: " + "; ".join(missing) + " (run .ci/setup-docker)")
         return 2
-
-    def say(message: str) -> None:
-        print(message, flush=True)
-
-    if args.workdir is not None:
-        results = run_bench(options, args.workdir, say)
-    else:
-        with tempfile.TemporaryDirectory(prefix="layercache-bench-") as tmp:
-            results = run_bench(options, Path(tmp), say)
+    progress = BenchProgress(console, builds=build_count(options))
+    with progress.bar:
+        if args.workdir is not None:
+            results = run_bench(options, args.workdir, progress.say, progress.build_measured)
+        else:
+            with tempfile.TemporaryDirectory(prefix="layercache-bench-") as tmp:
+                results = run_bench(options, Path(tmp), progress.say, progress.build_measured)
     write_results(results, args.out)
-    print()
-    print((args.out / "results.md").read_text())
-    print(f"written to {args.out}/results.md, results.json, builds.png")
+    show_results(console, results)
+    console.print(f"written to {args.out}/results.md, results.json, builds.png")
     return 0
 
 
-def run_bench(options: Options, workdir: Path, say: Callable[[str], None]) -> Results:
+def build_count(options: Options) -> int:
+    return len(STRATEGIES) * len(SCENARIOS) * options.runs if options.builds else 0
+
+
+class BenchProgress:
+    """The run's progress lines, printed as they come, and on a terminal while builds run, a
+    bar of the builds measured below them."""
+
+    def __init__(self, console: Console, builds: int) -> None:
+        self.console = console
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("builds"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("elapsed,"),
+            TimeRemainingColumn(),
+            TextColumn("left"),
+            console=console,
+            transient=True,
+            speed_estimate_period=600,  # builds take tens of seconds each
+            disable=not console.is_interactive,  # a log or a pipe gets the lines alone
+        )
+        self.builds = self.bar.add_task("builds", total=builds, visible=builds > 0)
+
+    def say(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False)
+
+    def build_measured(self) -> None:
+        self.bar.advance(self.builds)
+        if self.bar.tasks[self.builds].finished:
+            self.bar.update(self.builds, visible=False)
+
+
+def show_results(console: Console, results: Results) -> None:
+    """What results.md says, with its tables drawn by rich."""
+    for renderable in terminal_report(results, check_targets(results)):
+        console.print()
+        console.print(renderable)
+    console.print()
+
+
+def run_bench(
+    options: Options,
+    workdir: Path,
+    say: Callable[[str], None],
+    build_measured: Callable[[], None] = lambda: None,
+) -> Results:
     """Measure what `options` ask for; the rig and its registry log live in `workdir`."""
     started = time.monotonic()
     workload = Workload(size_mb=options.size_mb, work_seconds=options.work_seconds)
@@ -176,6 +227,11 @@ def run_bench(options: Options, workdir: Path, say: Callable[[str], None]) -> Re
     if options.builds:
         say(f"builds: {options.size_mb:g} MB image, {options.work_seconds:g} s of work, "
             f"{options.runs} run(s) per cell, registry link {options.rate_mb:g} MB/s")  # fmt: skip
+
+        def say_build(line: str) -> None:  # BuildBench says one line per build it measured
+            say(line)
+            build_measured()
+
         with (
             Rig(workdir / "rig") as rig,
             ThrottleProxy(("127.0.0.1", rig.registry.port), rate) as proxy,
@@ -187,7 +243,7 @@ def run_bench(options: Options, workdir: Path, say: Callable[[str], None]) -> Re
                 workload=workload,
                 runs=options.runs,
                 workdir=workdir,
-                say=say,
+                say=say_build,
             )
             cells = bench.run()
             image_bytes = bench.image_bytes()
@@ -218,26 +274,7 @@ def write_results(results: Results, out: Path) -> None:
     (out / "results.json").write_text(json.dumps(results_json(results, targets), indent=2) + "\n")
     (out / "results.md").write_text(results_markdown(results, targets))
     if results.cells:
-        (out / "builds.png").write_bytes(chart(results))
-
-
-def chart(results: Results) -> bytes:
-    strategies = [s for s in STRATEGIES if any(c.strategy is s for c in results.cells)]
-    values = [
-        [results.cell(strategy, scenario).seconds for strategy in strategies]
-        for scenario in SCENARIOS
-    ]
-    meta = results.meta
-    return bar_chart(
-        "Build wall time, median seconds",
-        [CHART_LABELS[scenario] for scenario in SCENARIOS],
-        [str(strategy) for strategy in strategies],
-        values,
-        subtitle=(
-            f"{human_bytes(results.image_bytes)} image, registry link "
-            f"{meta['rate_bytes_per_second'] / 1e6:g} MB/s, {meta['date']}"
-        ),
-    )
+        (out / "builds.png").write_bytes(figure_png(builds_figure(results)))
 
 
 def machine_description() -> str:

@@ -1,14 +1,22 @@
 """The benchmark's results: targets checked, a markdown report, the JSON document.
 
-`Results` holds what a run measured; `results_json` and `results_markdown` render it, and
-`check_targets` compares it with the issue's targets (reported, never asserted).
+`Results` holds what a run measured; `results_json`, `results_markdown` and
+`terminal_report` (the same report, drawn by rich) render it, and `check_targets` compares
+it with the issue's targets (reported, never asserted).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from rich import box
+from rich.console import JustifyMethod, RenderableType
+from rich.markdown import Markdown
+from rich.table import Table
+from rich.text import Text
 
 from layercache_dev.bench_builds import SHORT_NAMES, STRATEGIES, Cell, Run, Strategy
 from layercache_dev.bench_workload import SCENARIOS, Scenario
@@ -184,53 +192,76 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def build_tables(results: Results) -> str:
+@dataclass(frozen=True)
+class TextTable:
+    """Rows of text cells: the first `label_columns` columns are labels (left-aligned), the
+    others figures (right-aligned). Cells may hold markdown's **bold** and `code`."""
+
+    header: Sequence[str]
+    rows: Sequence[Sequence[str]]
+    label_columns: int = 1
+
+
+Block = str | TextTable  # a paragraph or heading in markdown, or a table
+INLINE_MARKUP = re.compile(r"\*\*(.+?)\*\*|`(.+?)`")
+EVERY_CELL_HEADER = [
+    "scenario",
+    "strategy",
+    "wall s",
+    "x cold",
+    "x seed",
+    "downloaded",
+    "uploaded",
+    "cached",
+]
+
+
+def build_tables(results: Results) -> list[Block]:
     strategies = [s for s in STRATEGIES if any(c.strategy is s for c in results.cells)]
     runs = max((len(c.runs) for c in results.cells), default=0)
-    lines = [
-        f"Wall seconds, median of {runs} run(s) (pull, build, push and cache export):",
-        "",
-        "| scenario | " + " | ".join(str(s) for s in strategies) + " |",
-        "| --- |" + " ---: |" * len(strategies),
-    ]
-    for scenario in SCENARIOS:
-        row = [
+    medians = [
+        [str(scenario)]
+        + [
             f"{results.cell(s, scenario).seconds:.1f}" if results.has(s, scenario) else "-"
             for s in strategies
         ]
-        lines.append(f"| {scenario} | " + " | ".join(row) + " |")
-    lines += [
-        "",
-        "Every cell: wall time, its ratio to the cold build without cache and to the seed's "
-        "approach in the same scenario, blob bytes the registry's log shows downloaded and "
-        "uploaded (medians), steps taken from a cache:",
-        "",
-        "| scenario | strategy | wall s | x cold | x seed | downloaded | uploaded | cached |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        for scenario in SCENARIOS
     ]
+    every_cell = []
     for scenario in SCENARIOS:
         for strategy in strategies:
             if not results.has(strategy, scenario):
                 continue
             cell = results.cell(strategy, scenario)
             run = cell.runs[0]
-            lines.append(
-                f"| {scenario} | {SHORT_NAMES[strategy]} | {cell.seconds:.1f} | "
-                f"{_x(results.ratio_to_cold(cell))} | {_x(results.ratio_to_seed(cell))} | "
-                f"{human_bytes(cell.downloaded_bytes)} | {human_bytes(cell.uploaded_bytes)} | "
-                f"{run.cached_steps}/{run.total_steps} |"
+            every_cell.append(
+                [
+                    str(scenario),
+                    SHORT_NAMES[strategy],
+                    f"{cell.seconds:.1f}",
+                    _x(results.ratio_to_cold(cell)),
+                    _x(results.ratio_to_seed(cell)),
+                    human_bytes(cell.downloaded_bytes),
+                    human_bytes(cell.uploaded_bytes),
+                    f"{run.cached_steps}/{run.total_steps}",
+                ]
             )
-    return "\n".join(lines)
+    return [
+        f"Wall seconds, median of {runs} run(s) (pull, build, push and cache export):",
+        TextTable(["scenario", *(str(s) for s in strategies)], medians),
+        "Every cell: wall time, its ratio to the cold build without cache and to the seed's "
+        "approach in the same scenario, blob bytes the registry's log shows downloaded and "
+        "uploaded (medians), steps taken from a cache:",
+        TextTable(EVERY_CELL_HEADER, every_cell, label_columns=2),
+    ]
 
 
-def target_table(targets: Sequence[Target]) -> str:
-    lines = ["| target | goal | measured | met | note |", "| --- | --- | --- | --- | --- |"]
-    for target in targets:
-        met = "yes" if target.met else "**no**"
-        lines.append(
-            f"| {target.name} | {target.goal} | {target.measured} | {met} | {target.note} |"
-        )
-    return "\n".join(lines)
+def target_table(targets: Sequence[Target]) -> TextTable:
+    return TextTable(
+        ["target", "goal", "measured", "met", "note"],
+        [[t.name, t.goal, t.measured, "yes" if t.met else "**no**", t.note] for t in targets],
+        label_columns=5,
+    )
 
 
 def _calls(by_operation: dict[str, float]) -> str:
@@ -245,7 +276,7 @@ def _ms(figures: dict[str, Any]) -> str:
     return f"{figures['median_ms']:.1f} / {figures['p99_ms']:.1f}"
 
 
-def webhook_tables(webhook: dict[str, Any]) -> list[str]:
+def webhook_tables(webhook: dict[str, Any]) -> list[Block]:
     """The webhook's answer, and beside it the time until StartBuild (when measured: results
     from before the build-request queue have only the answer, a call that started the build)."""
     start = webhook.get("until_start_build")
@@ -259,44 +290,65 @@ def webhook_tables(webhook: dict[str, Any]) -> list[str]:
             "request to BuildRequestQueue (SQS FIFO) and answers 202, without waiting on "
             "CodeBuild. Its answer (called with the signed delivery until it returns 202):"
         )
-    lines = [
+    blocks: list[Block] = [
         f"GitHub webhook handler, in-process against moto, {webhook['iterations']} {what}",
-        "",
-        "| | median ms | p99 ms |",
-        "| --- | ---: | ---: |",
-        f"| whole call, moto's AWS included | {webhook['median_ms']:.1f} | "
-        f"{webhook['p99_ms']:.1f} |",
-        f"| the function's own code (time inside moto taken out) | "
-        f"{webhook['own_median_ms']:.1f} | {webhook['own_p99_ms']:.1f} |",
-        "",
+        TextTable(
+            ["", "median ms", "p99 ms"],
+            [
+                [
+                    "whole call, moto's AWS included",
+                    f"{webhook['median_ms']:.1f}",
+                    f"{webhook['p99_ms']:.1f}",
+                ],
+                [
+                    "the function's own code (time inside moto taken out)",
+                    f"{webhook['own_median_ms']:.1f}",
+                    f"{webhook['own_p99_ms']:.1f}",
+                ],
+            ],
+        ),
         f"{webhook['aws_calls_per_delivery']:g} AWS {_call_s(webhook['aws_calls_per_delivery'])}"
         " per delivery "
         f"({_calls(webhook['aws_calls_by_operation'])}); the first call, which creates the "
         f"clients and reads the secret, took {webhook['first_call_ms']:.0f} ms.",
-        "",
     ]
     if start is None:
-        return lines
+        return blocks
     starter, throttled = webhook["starter"], webhook["throttled"]
     refusals = throttled["refusals_per_build"]
     return [
-        *lines,
+        *blocks,
         "The webhook's answer beside the time until StartBuild: from the delivery's arrival "
         "until CodeBuild accepted the StartBuild of its build. BuildStarterFunction is invoked "
         "with the queue's message right after the answer, as Lambda's SQS event source would "
         "(on AWS the event source's polling adds its own delay). Throttled: CodeBuild refuses "
         f"the first {refusals} StartBuild calls of each build (ThrottlingException), and the "
         "starter's client retries with backoff.",
-        "",
-        "| | deliveries | webhook's answer, median / p99 ms | until StartBuild, median / p99 "
-        "ms | starter's invocation, median / p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        f"| StartBuild accepted at once | {webhook['iterations']} | {_ms(webhook)} | "
-        f"{_ms(start)} | {_ms(starter)} |",
-        f"| StartBuild throttled, {refusals} refusals per build | {throttled['deliveries']} | "
-        f"{_ms(throttled['answer'])} | {_ms(throttled['until_start_build'])} | "
-        f"{_ms(throttled['starter'])} |",
-        "",
+        TextTable(
+            [
+                "",
+                "deliveries",
+                "webhook's answer, median / p99 ms",
+                "until StartBuild, median / p99 ms",
+                "starter's invocation, median / p99 ms",
+            ],
+            [
+                [
+                    "StartBuild accepted at once",
+                    str(webhook["iterations"]),
+                    _ms(webhook),
+                    _ms(start),
+                    _ms(starter),
+                ],
+                [
+                    f"StartBuild throttled, {refusals} refusals per build",
+                    str(throttled["deliveries"]),
+                    _ms(throttled["answer"]),
+                    _ms(throttled["until_start_build"]),
+                    _ms(throttled["starter"]),
+                ],
+            ],
+        ),
         f"BuildStarterFunction's own code (time inside moto taken out): median "
         f"{starter['own_median_ms']:.1f} ms, p99 {starter['own_p99_ms']:.1f} ms; "
         f"{starter['aws_calls_per_request']:g} AWS {_call_s(starter['aws_calls_per_request'])}"
@@ -307,78 +359,128 @@ def webhook_tables(webhook: dict[str, Any]) -> list[str]:
         f"{throttled['starter_invocations_per_request']:g} invocation(s) per request; the "
         f"webhook's answer at most {throttled['answer']['max_ms']:.1f} ms (at once: "
         f"{webhook['max_ms']:.1f} ms).",
-        "",
     ]
 
 
-def overhead_tables(overhead: dict[str, Any]) -> str:
-    lines: list[str] = []
+def overhead_tables(overhead: dict[str, Any]) -> list[Block]:
+    blocks: list[Block] = []
     imports = overhead.get("imports") or {}
     if imports:
-        lines += [
+        blocks += [
             "Import of each function's handler module in a fresh interpreter (cold start, "
             "before the first event):",
-            "",
-            "| function | module | median ms | max ms | runs |",
-            "| --- | --- | ---: | ---: | ---: |",
+            TextTable(
+                ["function", "module", "median ms", "max ms", "runs"],
+                [
+                    [
+                        logical_id,
+                        f"`{figures['module']}`",
+                        f"{figures['median_ms']:.0f}",
+                        f"{figures['max_ms']:.0f}",
+                        str(figures["runs"]),
+                    ]
+                    for logical_id, figures in imports.items()
+                ],
+                label_columns=2,
+            ),
         ]
-        for logical_id, figures in imports.items():
-            lines.append(
-                f"| {logical_id} | `{figures['module']}` | {figures['median_ms']:.0f} | "
-                f"{figures['max_ms']:.0f} | {figures['runs']} |"
-            )
-        lines.append("")
     webhook = overhead.get("webhook")
     if webhook:
-        lines += webhook_tables(webhook)
+        blocks += webhook_tables(webhook)
     pruner = overhead.get("pruner")
     if pruner:
         plain, moto = pruner["plain"], pruner["moto"]
         calls = ", ".join(f"{k} {v}" for k, v in moto["aws_calls_by_operation"].items())
-        lines += [
+        blocks += [
             f"Image pruner on a repository of {plain['images']:,} images "
             f"({plain['kept']:,} kept, {plain['planned_deletions']:,} planned deletions):",
-            "",
-            "| | time | AWS calls |",
-            "| --- | ---: | ---: |",
-            f"| `make_plan` on plain data (median of {plain['runs']}) | "
-            f"{plain['median_ms']:.0f} ms | 0 |",
-            f"| `dry_run_plan` against moto's ECR ({moto['images']:,} images, "
-            f"DescribeImages paged as ECR pages it) | {moto['seconds']:.1f} s | "
-            f"{moto['aws_calls']} ({calls}) |",
-            "",
+            TextTable(
+                ["", "time", "AWS calls"],
+                [
+                    [
+                        f"`make_plan` on plain data (median of {plain['runs']})",
+                        f"{plain['median_ms']:.0f} ms",
+                        "0",
+                    ],
+                    [
+                        f"`dry_run_plan` against moto's ECR ({moto['images']:,} images, "
+                        "DescribeImages paged as ECR pages it)",
+                        f"{moto['seconds']:.1f} s",
+                        f"{moto['aws_calls']} ({calls})",
+                    ],
+                ],
+            ),
         ]
-    return "\n".join(lines)
+    return blocks
 
 
-def results_markdown(results: Results, targets: Sequence[Target]) -> str:
+def report_blocks(results: Results, targets: Sequence[Target]) -> list[Block]:
+    """The report's paragraphs, headings and tables, in order."""
     meta = results.meta
-    header = [
+    blocks: list[Block] = [
         "# layercache benchmark results",
-        "",
         f"Run {meta['date']} on {meta['machine']}. Registry link: "
         f"{meta['rate_bytes_per_second'] / 1e6:g} MB/s each way (a throttling proxy on "
         f"loopback). Workload: a two-stage image of {human_bytes(results.image_bytes)} "
         f"({meta['size_mb']:g} MB requested), {meta['work_seconds']:g} s of work when cold, "
         f"{meta['steps']} steps. {meta['runs']} run(s) per cell; the benchmark took "
         f"{meta['total_seconds'] / 60:.0f} min.",
-        "",
         "Each run starts on a builder with an empty local cache (a fresh build host) and a "
         "repository holding the strategy's previous build, except the warm local builder, "
         "which keeps every layer. 'x cold' is relative to the cold build without cache.",
-        "",
         "## Builds",
-        "",
-        build_tables(results),
-        "",
+        *build_tables(results),
         "## Targets (ours: registry cache, mode=max)",
-        "",
         target_table(targets),
-        "",
         "## The pipeline's own overhead",
-        "",
     ]
     if meta.get("overhead_date"):  # measured again apart from the builds
-        header += [f"Measured {meta['overhead_date']}, in a run of its own.", ""]
-    header.append(overhead_tables(results.overhead))
-    return "\n".join(header).rstrip() + "\n"
+        blocks.append(f"Measured {meta['overhead_date']}, in a run of its own.")
+    return blocks + overhead_tables(results.overhead)
+
+
+def markdown_table(table: TextTable) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
+
+    rule = ["---" if index < table.label_columns else "---:" for index in range(len(table.header))]
+    return "\n".join([line(table.header), line(rule), *(line(row) for row in table.rows)])
+
+
+def terminal_text(cell: str) -> Text:
+    """A cell with its markdown **bold** and `code` spans in rich's markdown styles."""
+    text = Text()
+    for index, part in enumerate(INLINE_MARKUP.split(cell)):
+        if index % 3 == 0:
+            text.append(part)
+        elif part:  # the split yields each match as (bold, code), one of them None
+            text.append(part, "markdown.strong" if index % 3 == 1 else "markdown.code")
+    return text
+
+
+def terminal_table(table: TextTable) -> Table:
+    drawn = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, pad_edge=False)
+    for index, heading in enumerate(table.header):
+        justify: JustifyMethod = "left" if index < table.label_columns else "right"
+        drawn.add_column(heading, justify=justify, overflow="fold")  # wrap, never cut
+    for row in table.rows:
+        drawn.add_row(*(terminal_text(cell) for cell in row))
+    return drawn
+
+
+def terminal_report(results: Results, targets: Sequence[Target]) -> list[RenderableType]:
+    """The report for a terminal: its prose as rich renders markdown, its tables as rich tables."""
+    return [
+        terminal_table(block) if isinstance(block, TextTable) else Markdown(block)
+        for block in report_blocks(results, targets)
+    ]
+
+
+def results_markdown(results: Results, targets: Sequence[Target]) -> str:
+    blocks = report_blocks(results, targets)
+    return (
+        "\n\n".join(
+            markdown_table(block) if isinstance(block, TextTable) else block for block in blocks
+        )
+        + "\n"
+    )
