@@ -14,10 +14,12 @@ export SAM_CLI_TELEMETRY := 0
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: requirements-dev.txt functions/requirements.txt pyproject.toml
+# Two editable distributions: `layercache` (functions/ and the user's command, cli/) and
+# `layercache-dev` (tools/: demo, bench, the test kit); their dependencies are the pins.
+$(BIN)/.installed: requirements-dev.txt functions/requirements.txt pyproject.toml tools/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt -r functions/requirements.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . -e tools
 	@touch $@
 
 .PHONY: venv
@@ -59,11 +61,11 @@ test: lint build ## Lint, types, template checks, sam build, then every test
 
 .PHONY: demo
 demo: $(BIN)/.installed ## The whole pipeline end to end on an embedded AWS and a local registry
-	$(BIN)/layercache demo
+	$(BIN)/layercache-dev demo
 
 .PHONY: bench
 bench: $(BIN)/.installed ## Build strategies side by side, and the pipeline's own overhead
-	$(BIN)/layercache bench
+	$(BIN)/layercache-dev bench
 
 .PHONY: clean
 clean: ## Remove build output and caches

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from layercache import dimensions
 from layercache_dev.lambda_context import FakeLambdaContext
 from layercache_dev.rig import BuilderKind, missing_prerequisites
 
@@ -41,12 +42,31 @@ def lambda_context() -> FakeLambdaContext:
 
 
 def emitted_metrics(output: str) -> list[dict[str, Any]]:
-    """The CloudWatch EMF documents Powertools printed to `output` (one JSON per line)."""
-    return [
+    """The CloudWatch EMF documents Powertools printed to `output` (one JSON per line).
+
+    Every metrics test reads them here, so each checks on the way that the documents use
+    only the dimension names `layercache.dimensions` declares: a second spelling of one
+    (`Trigger` beside `trigger`) would be a second dimension to CloudWatch.
+    """
+    documents = [
         json.loads(line)
         for line in output.splitlines()
         if line.startswith("{") and '"_aws"' in line
     ]
+    for document in documents:
+        names = dimension_names(document)
+        assert names <= dimensions.ALL, f"undeclared dimension(s): {sorted(names - dimensions.ALL)}"
+    return documents
+
+
+def dimension_names(document: dict[str, Any]) -> set[str]:
+    """Every dimension name an EMF document's directives declare."""
+    return {
+        name
+        for directive in document["_aws"]["CloudWatchMetrics"]
+        for dimension_set in directive["Dimensions"]
+        for name in dimension_set
+    }
 
 
 def require_docker_tier(kind: BuilderKind = "remote") -> None:

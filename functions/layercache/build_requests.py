@@ -1,6 +1,6 @@
 """The hand-over between the triggers and the build starter: one message per build request.
 
-The triggers decide and hand a `BuildRequest` to BuildRequestQueue (SQS FIFO), answering
+The triggers decide and hand a `BuildRequestMessage` to BuildRequestQueue (SQS FIFO), answering
 their caller at once; BuildStarterFunction consumes it. Every field is fixed when the
 trigger accepts the request, so the consumer's retries send CodeBuild the same StartBuild.
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 REFS_HEADS = "refs/heads/"
 
 
-class BuildRequest(BaseModel):
+class BuildRequestMessage(BaseModel):
     """One request to build a branch, as a trigger accepted it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -67,7 +67,7 @@ class BuildRequest(BaseModel):
         reason: str,
         delivery_id: str | None = None,
         forced: bool = False,
-    ) -> BuildRequest:
+    ) -> BuildRequestMessage:
         return cls(
             image=image,
             branch=branch,
@@ -110,7 +110,7 @@ class BuildRequest(BaseModel):
         return self.model_dump_json(exclude_none=True)
 
     @classmethod
-    def from_message(cls, body: str) -> BuildRequest:
+    def from_message(cls, body: str) -> BuildRequestMessage:
         return cls.model_validate_json(body)
 
     def log_keys(self) -> dict[str, Any]:
@@ -130,7 +130,7 @@ class BuildRequestQueue:
         self.queue_url = queue_url
         self.client = client
 
-    def send(self, request: BuildRequest) -> str:
+    def send(self, request: BuildRequestMessage) -> str:
         """Send one request durably; its message id. Raises when SQS does not take it."""
         response = self.client.send_message(
             QueueUrl=self.queue_url,

@@ -54,13 +54,10 @@ class SecretToken:
         self.max_age_seconds = max_age_seconds
         self.provider = SecretsProvider(boto3_client=self.client)
         self._last: str | None = None
-        self._refresh = False
 
     def __call__(self) -> str:
         try:
-            value = self.provider.get(
-                self.secret_arn, max_age=self.max_age_seconds, force_fetch=self._refresh
-            )
+            value = self.provider.get(self.secret_arn, max_age=self.max_age_seconds)
         except GetParameterError as error:
             if self._last is None:
                 raise TokenUnavailable(str(error)[:300]) from error
@@ -69,14 +66,9 @@ class SecretToken:
                 extra={"error": str(error)[:300]},
             )
             return self._last
-        self._refresh = False
         text = (value.decode() if isinstance(value, bytes) else str(value or "")).strip()
         token = text
         if text.startswith("{"):
             token = str(json.loads(text).get("token", ""))
         self._last = token
         return token
-
-    def forget(self) -> None:
-        """Read the secret again on the next call, whatever its age."""
-        self._refresh = True

@@ -204,7 +204,7 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
     queue = aws_client("sqs", port).get_queue_url(QueueName="layercache-build-requests.fifo")
     assert queue["QueueUrl"]
     table = subprocess.run(
-        [sys.executable, "-m", "layercache_dev.cli", "report", "--table", "layercache-builds"],
+        [sys.executable, "-m", "layercache_cli", "report", "--table", "layercache-builds"],
         env={**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"},
         capture_output=True,
         text=True,

@@ -16,7 +16,11 @@ from layercache import aws
 from layercache_dev.moto_codebuild import codebuild_like
 
 
-@pytest.mark.parametrize("budget", [aws.INTERACTIVE, aws.STANDARD], ids=["interactive", "standard"])
+@pytest.mark.parametrize(
+    "budget",
+    [aws.INTERACTIVE, aws.STANDARD, aws.LONG_RUNNING],
+    ids=["interactive", "standard", "long-running"],
+)
 def test_a_budget_makes_exactly_its_attempts(
     stack: Any, budget: aws.Budget, monkeypatch: pytest.MonkeyPatch
 ) -> None:

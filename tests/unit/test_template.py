@@ -179,6 +179,14 @@ def test_every_client_budget_fits_inside_the_function(logical_id: str) -> None:
     assert aws.INTERACTIVE.worst_case_seconds < 10, "GitHub waits 10 s for a webhook's answer"
 
 
+def test_the_pruners_ecr_budget_fits_inside_the_pruner() -> None:
+    """Its ECR client (the only retries of throttling, layercache.pruning.ecr) waits longer
+    than the others, and its worst case still ends inside the function."""
+    timeout = resource("ImagePrunerFunction")["Properties"]["Timeout"]
+    assert aws.LONG_RUNNING.worst_case_seconds < timeout
+    assert aws.LONG_RUNNING.attempts > aws.STANDARD.attempts
+
+
 def test_the_build_project_is_privileged_and_uses_our_buildspec() -> None:
     props = resource("ImageBuildProject")["Properties"]
     assert props["Environment"]["PrivilegedMode"] is True

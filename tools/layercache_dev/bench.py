@@ -1,8 +1,8 @@
-"""`layercache bench`: build strategies side by side, and the pipeline's own overhead.
+"""`layercache-dev bench`: build strategies side by side, and the pipeline's own overhead.
 
-    .venv/bin/layercache bench                  # the full run (about half an hour here)
-    .venv/bin/layercache bench --quick          # tiny sizes, one run: a minute or two
-    .venv/bin/layercache bench --rate 20 --size-mb 500 --runs 5 --out /tmp/bench
+    .venv/bin/layercache-dev bench                  # the full run (about half an hour here)
+    .venv/bin/layercache-dev bench --quick          # tiny sizes, one run: a minute or two
+    .venv/bin/layercache-dev bench --rate 20 --size-mb 500 --runs 5 --out /tmp/bench
 
 It starts the rig (bench uses the standalone BuildKit as CodeBuild does, and the engine's
 own builder for the seed's approach), puts a throttling proxy in front of its registry,

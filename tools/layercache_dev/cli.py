@@ -1,17 +1,20 @@
-"""The `layercache` developer command: one subcommand per tool (report, later demo, bench)."""
+"""The `layercache-dev` command: the developer's tools (demo, bench).
+
+The user's command, `layercache` (report, builds, show, status), is its own package:
+cli/layercache_cli.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 
-from layercache_dev import bench, demo, report
+from layercache_dev import bench, demo
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="layercache", description="layercache developer tools")
+    root = argparse.ArgumentParser(prog="layercache-dev", description="layercache developer tools")
     subparsers = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    report.add_parser(subparsers)
     bench.add_parser(subparsers)
     demo.add_parser(subparsers)
     return root

@@ -44,7 +44,8 @@ from types import FrameType
 from typing import Any, TextIO
 
 from layercache.build_records import BranchHead, BuildsTable
-from layercache_dev import report
+from layercache_cli.history import WARM_THRESHOLD, fetch_builds
+from layercache_cli.report import report_text
 from layercache_dev.demo_codebuild import (
     Commit,
     LocalCodeBuild,
@@ -707,8 +708,8 @@ class Demo:
             for item in items
             if item["pk"]["S"].startswith("BUILD#")
         ]
-        rows = report.fetch_builds(self.stack.table_name, 2, datetime.now(UTC), dynamodb)
-        text = report.format_report(rows, 2, 20, report.WARM_THRESHOLD)
+        rows = fetch_builds(BuildsTable(self.stack.table_name, dynamodb), 2, datetime.now(UTC))
+        text = report_text(rows, 2, 20, WARM_THRESHOLD)
         self.summary["report"] = text
         builds = {b["story"]: b for b in self.summary["builds"]}
         cold, warm = builds["cold"]["seconds"], builds["unchanged"]["seconds"]

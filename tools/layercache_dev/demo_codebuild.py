@@ -352,7 +352,7 @@ class LocalCodeBuild:
         self, build: dict[str, Any], status: str, phases: list[dict[str, Any]]
     ) -> dict[str, Any]:
         """The "CodeBuild Build State Change" event EventBridge would deliver for `build`."""
-        started = datetime.fromisoformat(build["startTime"].replace("Z", "+00:00"))
+        started = datetime.fromisoformat(build["startTime"])
         arn = build.get("arn") or f"arn:aws:codebuild:{REGION}:{ACCOUNT}:build/{build['id']}"
         return {
             "version": "0",
@@ -413,7 +413,7 @@ def _event_phase(phase: Mapping[str, Any]) -> dict[str, Any]:
     converted: dict[str, Any] = {"phase-type": phase["phaseType"]}
     for key, name in (("startTime", "start-time"), ("endTime", "end-time")):
         if key in phase:
-            converted[name] = _event_time(datetime.fromisoformat(phase[key].replace("Z", "+00:00")))
+            converted[name] = _event_time(datetime.fromisoformat(phase[key]))
     if "durationInSeconds" in phase:
         converted["duration-in-seconds"] = phase["durationInSeconds"]
     if "phaseStatus" in phase:

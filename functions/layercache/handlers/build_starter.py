@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from layercache.build_requests import BuildRequest
+from layercache.build_requests import BuildRequestMessage
 from layercache.starting.wiring import build_starter
 
 logger = Logger()
@@ -31,7 +31,7 @@ OUTCOME_METRICS = {"stale": "RequestsStale", "duplicate": "RequestsDuplicate"}
 
 def handle_record(record: SQSRecord) -> dict[str, Any]:
     try:
-        request = BuildRequest.from_message(record.body)
+        request = BuildRequestMessage.from_message(record.body)
     except ValidationError as error:
         logger.error(
             "Dropped a message that is not a build request",

@@ -11,6 +11,8 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
+from layercache import dimensions
+from layercache.build_records import Trigger
 from layercache.triggers.models import CodeCommitReferenceEvent
 from layercache.triggers.wiring import codecommit_trigger_service
 
@@ -23,7 +25,7 @@ tracer = Tracer()
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.add_dimension(name="Trigger", value="codecommit")
+    metrics.add_dimension(name=dimensions.TRIGGER, value=Trigger.CODECOMMIT)
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)
     try:
         update = parse(event=event, model=CodeCommitReferenceEvent)

@@ -11,6 +11,8 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import LambdaFunctionUrlModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from layercache import dimensions
+from layercache.build_records import Trigger
 from layercache.triggers.github import WebhookDelivery
 from layercache.triggers.wiring import github_webhook_service
 
@@ -30,9 +32,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     response = github_webhook_service().handle(delivery)
     logger.info("Delivery handled", extra={"status": response.status, "result": response.message})
     if response.rejected_because:
-        metrics.add_dimension(name="Reason", value=response.rejected_because)
+        metrics.add_dimension(name=dimensions.REASON, value=response.rejected_because)
         metrics.add_metric(name="DeliveriesRejected", unit=MetricUnit.Count, value=1)
     if response.request_id:
-        metrics.add_dimension(name="Trigger", value="github")
+        metrics.add_dimension(name=dimensions.TRIGGER, value=Trigger.GITHUB)
         metrics.add_metric(name="BuildsRequested", unit=MetricUnit.Count, value=1)
     return response.to_function_url()

@@ -10,6 +10,8 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
+from layercache import dimensions
+from layercache.build_records import Trigger
 from layercache.triggers.models import NightlyRebuildRequest
 from layercache.triggers.nightly import request_rebuilds
 from layercache.triggers.wiring import nightly_rebuild_service
@@ -32,7 +34,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(request.execution_id or context.aws_request_id)
     settings, queue = nightly_rebuild_service()
     rebuilds = request_rebuilds(request, settings, queue, context.aws_request_id)
-    metrics.add_dimension(name="Trigger", value="manual" if request.manual else "nightly")
+    trigger = Trigger.MANUAL if request.manual else Trigger.NIGHTLY
+    metrics.add_dimension(name=dimensions.TRIGGER, value=trigger)
     metrics.add_metric(
         name="BuildsRequested",
         unit=MetricUnit.Count,

@@ -8,17 +8,20 @@
 - Right before each chunk, DescribeImages re-reads its tags: an image that gained a tag
   since planning (a rollback moved `latest` onto it) is skipped, for the next run to plan.
 - Per-image failures are retried once; `ImageNotFound` counts as already gone (another
-  pruner got there first). Throttling errors back off exponentially and retry.
-- Every AWS call is counted (`calls`), so a benchmark can report the calls a plan costs.
+  pruner got there first).
+- Throttling and transient errors are retried by the SDK alone (standard mode, with
+  exponential backoff and jitter, `aws.LONG_RUNNING`'s attempts); one that outlasts them
+  raises.
+- Every request sent to AWS is counted (`calls`, the SDK's retries included), so a
+  benchmark can report the calls a plan costs.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -50,9 +53,6 @@ DESCRIBE_PAGE_SIZE = 1000  # DescribeImages' maximum maxResults
 BATCH_SIZE = 100  # BatchGetImage and BatchDeleteImage take at most 100 image ids
 # Index types first: ECR returns a stored index as it is only when the caller accepts it.
 ACCEPTED_MEDIA_TYPES = [OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST]
-THROTTLING_CODES = frozenset(
-    {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
-)
 IMAGE_NOT_FOUND = "ImageNotFound"
 
 T = TypeVar("T")
@@ -90,22 +90,23 @@ class DeleteOutcome:
 
 
 class EcrRegistry:
-    """ECR as the pruner needs it. `client` defaults to a boto3 ECR client with standard retries."""
+    """ECR as the pruner needs it.
+
+    `client` defaults to a boto3 ECR client with the `aws.LONG_RUNNING` budget: its
+    standard-mode retries are the only retries of throttling (see `_call`). `sleep` and
+    `retry_delay` pace the one retry of images ECR failed one by one.
+    """
 
     def __init__(
         self,
         client: ECRClient | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
-        throttle_attempts: int = 6,
-        base_delay: float = 0.5,
-        max_delay: float = 20.0,
+        retry_delay: float = 0.5,
     ) -> None:
-        self._client: Any = client if client is not None else aws.client("ecr")
+        self._client: Any = client if client is not None else aws.client("ecr", aws.LONG_RUNNING)
         self._sleep = sleep
-        self._throttle_attempts = throttle_attempts
-        self._base_delay = base_delay
-        self._max_delay = max_delay
+        self._retry_delay = retry_delay
         self.calls: Counter[str] = Counter()
         self._registry_ids: dict[str, str] = {}
 
@@ -145,7 +146,7 @@ class EcrRegistry:
                     f"{repository}: {digest} is listed as an index, but its manifest lists no "
                     "manifests; its children are unknown"
                 )
-            images[digest] = _with(
+            images[digest] = replace(
                 images[digest],
                 media_type=str(document.get("mediaType") or images[digest].media_type),
                 children=parse_index_children(manifest) if is_index else (),
@@ -166,7 +167,7 @@ class EcrRegistry:
         ]
         if unknown:
             for digest, manifest in self._get_manifests(repository, unknown, strict=False).items():
-                images[digest] = _with(
+                images[digest] = replace(
                     images[digest],
                     config_media_type=parse_config_media_type(manifest),
                     subject=images[digest].subject or parse_subject(manifest),
@@ -225,7 +226,7 @@ class EcrRegistry:
                 return manifests
             pending = [failure.digest for failure in failures]
             if attempt == 1:
-                self._sleep(self._base_delay)
+                self._sleep(self._retry_delay)
         if strict:
             first = failures[0]
             raise SnapshotError(
@@ -363,7 +364,7 @@ class EcrRegistry:
                     "Retrying failed deletions once",
                     extra={"repository": repository, "count": len(failures)},
                 )
-                self._sleep(self._base_delay)
+                self._sleep(self._retry_delay)
                 pending = {failure.digest: pending[failure.digest] for failure in failures}
         for failure in failures:
             logger.warning(
@@ -380,27 +381,33 @@ class EcrRegistry:
     # ------------------------------------------------------------------ calls
 
     def _call(self, operation: str, **arguments: Any) -> dict[str, Any]:
-        """One AWS call, counted; throttling backs off exponentially (with jitter) and retries."""
+        """One AWS call, and every request it took counted in `calls`.
+
+        Throttling is retried in one layer only, the client's: botocore's standard mode
+        backs off exponentially with jitter, draws on a retry quota that stops a storm of
+        retries, and retries transient errors (5xx, timeouts, lost connections) too, which a
+        loop here would have to copy. A loop on top of it multiplied the attempts (6 times
+        4: up to 24 requests a call, each layer waiting out its own backoff), and a call's
+        cost was no longer the budget the client's timeouts were sized by. So the attempts
+        are the client's (`aws.LONG_RUNNING` by default); a throttling that outlasts them
+        raises, and the run reports the repository as failed.
+        """
         method = getattr(self._client, operation)
-        attempt = 0
-        while True:
-            attempt += 1
-            self.calls[operation] += 1
-            try:
-                response: dict[str, Any] = method(**arguments)
-            except ClientError as error:
-                code = error.response.get("Error", {}).get("Code", "")
-                if code not in THROTTLING_CODES or attempt >= self._throttle_attempts:
-                    raise
-                delay = min(self._max_delay, self._base_delay * 2 ** (attempt - 1))
-                delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
-                logger.warning(
-                    "Throttled, backing off",
-                    extra={"operation": operation, "attempt": attempt, "delay": round(delay, 2)},
-                )
-                self._sleep(delay)
-            else:
-                return response
+        retries = 0  # as the SDK reports them; a lost connection reports none
+        try:
+            response: dict[str, Any] = method(**arguments)
+            retries = _retries(response)
+            return response
+        except ClientError as error:
+            retries = _retries(error.response)
+            raise
+        finally:
+            self.calls[operation] += 1 + retries
+
+
+def _retries(response: Mapping[str, Any]) -> int:
+    """How many times the SDK retried the call that answered `response`."""
+    return int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
 
 
 def _image(detail: dict[str, Any]) -> Image:
@@ -419,7 +426,3 @@ def _image(detail: dict[str, Any]) -> Image:
         else detail.get("artifactMediaType"),
         subject=detail.get("subjectManifestDigest") or None,
     )
-
-
-def _with(image: Image, **changes: Any) -> Image:
-    return replace(image, **changes)

@@ -8,7 +8,6 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, ConfigDict, Field
 
 BUILD_STATE_CHANGE = "CodeBuild Build State Change"
-SCHEDULED_EVENT = "Scheduled Event"
 
 
 class BuildStateDetail(BaseModel):

@@ -210,7 +210,3 @@ def parse_subject(manifest: str) -> str | None:
     if isinstance(subject, dict) and subject.get("digest"):
         return str(subject["digest"])
     return None
-
-
-def is_manifest_document_index(manifest: str) -> bool:
-    return "manifests" in json.loads(manifest)

@@ -11,9 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from layercache.build_records import BuildStatus
 from layercache.recording.build import BuildFacts, Phase, build_id_of
 
-SOURCE = "aws.codebuild"
-DETAIL_TYPE = "CodeBuild Build State Change"
-
 # CodeBuild writes times in events as "Sep 1, 2017 4:12:29 PM" (UTC).
 _EVENT_TIME_FORMAT = "%b %d, %Y %I:%M:%S %p"
 
@@ -27,26 +24,27 @@ def parse_event_time(text: str | None) -> datetime | None:
         return None
 
 
-class _Lenient(BaseModel):
-    """AWS adds fields over time: ignore what we don't read."""
+class _CodeBuildEventModel(BaseModel):
+    """A part of CodeBuild's event detail. AWS adds fields over time: ignore what we don't
+    read."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
 
-class EnvironmentVariable(_Lenient):
+class EnvironmentVariable(_CodeBuildEventModel):
     name: str
     value: str = ""
     type: str = "PLAINTEXT"
 
 
-class BuildEnvironment(_Lenient):
+class BuildEnvironment(_CodeBuildEventModel):
     image: str | None = None
     environment_variables: list[EnvironmentVariable] = Field(
         default_factory=list, alias="environment-variables"
     )
 
 
-class EventPhase(_Lenient):
+class EventPhase(_CodeBuildEventModel):
     phase_type: str = Field(alias="phase-type")
     phase_status: str | None = Field(default=None, alias="phase-status")
     start_time: str | None = Field(default=None, alias="start-time")
@@ -69,7 +67,7 @@ class EventPhase(_Lenient):
         )
 
 
-class AdditionalInformation(_Lenient):
+class AdditionalInformation(_CodeBuildEventModel):
     build_number: float | None = Field(default=None, alias="build-number")
     build_complete: bool = Field(default=False, alias="build-complete")
     build_start_time: str | None = Field(default=None, alias="build-start-time")
@@ -78,7 +76,7 @@ class AdditionalInformation(_Lenient):
     phases: list[EventPhase] = Field(default_factory=list)
 
 
-class BuildStateChangeDetail(_Lenient):
+class BuildStateChangeDetail(_CodeBuildEventModel):
     build_status: Literal["IN_PROGRESS", "SUCCEEDED", "FAILED", "FAULT", "STOPPED", "TIMED_OUT"] = (
         Field(alias="build-status")
     )

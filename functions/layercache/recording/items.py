@@ -38,10 +38,8 @@ that send on the retry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from layercache.build_records import (
@@ -81,7 +79,7 @@ def _requested_at(facts: BuildFacts) -> datetime:
     text = facts.environment.get(ENV_REQUESTED_AT, "").strip()
     if text:
         try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(text)
         except ValueError:
             moment = None
         if moment is not None and moment.tzinfo is not None:
@@ -188,13 +186,3 @@ def record_update(facts: BuildFacts, image: str, now: datetime) -> ItemUpdate:
         names=names,
         values=values,
     )
-
-
-def as_decimal(value: Any) -> Decimal | None:
-    """A number read back from DynamoDB (Decimal) or None."""
-    return value if isinstance(value, Decimal) else None
-
-
-def item_text(item: Mapping[str, Any], name: str, default: str = "") -> str:
-    value = item.get(name)
-    return value if isinstance(value, str) else default

@@ -9,6 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from layercache import dimensions
 from layercache.build_records import BuildStatus
 
 
@@ -21,8 +22,8 @@ class MetricPoint:
 
 def metric_dimensions(record: Mapping[str, Any]) -> dict[str, str]:
     return {
-        "trigger": str(record.get("trigger") or "unknown"),
-        "mode": str(record.get("mode") or "unknown"),
+        dimensions.TRIGGER: str(record.get("trigger") or "unknown"),
+        dimensions.MODE: str(record.get("mode") or "unknown"),
     }
 
 

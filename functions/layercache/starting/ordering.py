@@ -19,7 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from layercache.build_records import BranchHead, parse_timestamp
-from layercache.build_requests import BuildRequest
+from layercache.build_requests import BuildRequestMessage
 
 
 class Place(StrEnum):
@@ -38,7 +38,7 @@ class Placement:
 
 def place_request(
     head: BranchHead | None,
-    request: BuildRequest,
+    request: BuildRequestMessage,
     *,
     tip: str | None = None,
     tip_known: bool = False,

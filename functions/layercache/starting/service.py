@@ -33,7 +33,7 @@ from layercache.build_records import (
     timestamp,
     utc_now,
 )
-from layercache.build_requests import BuildRequest
+from layercache.build_requests import BuildRequestMessage
 from layercache.starting.ordering import Place, Placement, place_request
 from layercache.starting.tips import BranchTips, NoBranchTips
 
@@ -72,7 +72,7 @@ def request_id(claim_pk: str, attempt: int) -> str:
     return hashlib.sha256(f"{claim_pk}|{attempt}".encode()).hexdigest()[:40]
 
 
-def build_environment(request: BuildRequest, claim: Claim) -> dict[str, str]:
+def build_environment(request: BuildRequestMessage, claim: Claim) -> dict[str, str]:
     """The environment overrides of the request's StartBuild: the request and claim only."""
     return {
         records.ENV_BRANCH: request.branch,
@@ -105,7 +105,7 @@ class BuildStarter:
         self.tips = tips or NoBranchTips()
         self.clock = clock
 
-    def handle(self, request: BuildRequest) -> StartOutcome:
+    def handle(self, request: BuildRequestMessage) -> StartOutcome:
         placement, head = self.place(request)
         logger.info(
             "Request placed",
@@ -118,7 +118,7 @@ class BuildStarter:
         return self.start_once(request, head.sequence if head else 0)
 
     # ------------------------------------------------------------ ordering
-    def place(self, request: BuildRequest) -> tuple[Placement, BranchHead | None]:
+    def place(self, request: BuildRequestMessage) -> tuple[Placement, BranchHead | None]:
         """Place `request` and, when it is newer, move the branch head to it."""
         for _ in range(MAX_RACES):
             head = self.table.branch_head(request.image, request.branch)
@@ -140,7 +140,7 @@ class BuildStarter:
         raise ClaimHeld(f"branch head of {request.branch} kept changing")
 
     # ------------------------------------------------------------ exactly once
-    def start_once(self, request: BuildRequest, sequence: int) -> StartOutcome:
+    def start_once(self, request: BuildRequestMessage, sequence: int) -> StartOutcome:
         pk = request.claim_pk
         for _ in range(MAX_RACES):
             now = self.clock()
@@ -188,7 +188,9 @@ class BuildStarter:
                 return self._start(request, taken, may_exist=True)
         raise ClaimHeld(f"{pk} kept changing")
 
-    def _start(self, request: BuildRequest, claim: Claim, *, may_exist: bool) -> StartOutcome:
+    def _start(
+        self, request: BuildRequestMessage, claim: Claim, *, may_exist: bool
+    ) -> StartOutcome:
         found = self._find_started(claim.request_id) if may_exist else None
         if found is not None:
             build, action = found, "adopted"
@@ -242,7 +244,7 @@ class BuildStarter:
         except (ClientError, BotoCoreError):  # the lease then simply runs out
             logger.exception("Could not end the claim's lease", extra={"claim": claim.pk})
 
-    def _start_build(self, request: BuildRequest, claim: Claim) -> dict[str, Any]:
+    def _start_build(self, request: BuildRequestMessage, claim: Claim) -> dict[str, Any]:
         response = self.codebuild.start_build(
             projectName=self.project_name,
             sourceVersion=request.source_version,
@@ -278,7 +280,7 @@ class BuildStarter:
 
     # ------------------------------------------------------------ superseding
     def _stop_older(
-        self, request: BuildRequest, sequence: int, new_build_id: str
+        self, request: BuildRequestMessage, sequence: int, new_build_id: str
     ) -> tuple[str, ...]:
         """Stop the branch's queued or running builds of older requests (lower sequence)."""
         candidates = {

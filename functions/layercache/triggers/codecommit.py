@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools import Logger
 
 from layercache.build_records import Trigger, utc_now
-from layercache.build_requests import BuildRequest, BuildRequestQueue
-from layercache.triggers.decisions import Decision, PushFacts, branch_of, decide_push
+from layercache.build_requests import BuildRequestMessage, BuildRequestQueue
+from layercache.triggers.decisions import PushDecision, PushFacts, branch_of, decide_push
 from layercache.triggers.models import CodeCommitReferenceDetail
 from layercache.triggers.settings import CodeCommitTriggerSettings
 
@@ -53,7 +53,7 @@ class CodeCommitChanges:
 
 @dataclass(frozen=True)
 class TriggerResult:
-    decision: Decision
+    decision: PushDecision
     # The hand-over's message id, when the push was handed on to the starter.
     request_id: str | None = None
 
@@ -77,9 +77,11 @@ class CodeCommitTriggerService:
         """Decide on one branch update and hand it on; `pushed_at` is the event's time."""
         repository = self.settings.source_repository
         if repository and detail.repository_name != repository:
-            return TriggerResult(Decision(False, f"event of repository {detail.repository_name}"))
+            return TriggerResult(
+                PushDecision(False, f"event of repository {detail.repository_name}")
+            )
         if detail.event == "referenceDeleted" or not detail.commit_id:
-            return TriggerResult(Decision(False, f"{detail.reference_name} was deleted"))
+            return TriggerResult(PushDecision(False, f"{detail.reference_name} was deleted"))
         branch = branch_of(detail.ref)
         policy = self.settings.push_policy()
         if branch is None or branch not in policy.watched_branches:
@@ -102,7 +104,7 @@ class CodeCommitTriggerService:
         decision = decide_push(facts, policy)
         logger.info("Push decision", extra={"build": decision.build, "reason": decision.reason})
         # Handed on even without a build: it moves the branch the starter orders by.
-        request = BuildRequest.for_push(
+        request = BuildRequestMessage.for_push(
             image=self.settings.image_repository_name,
             branch=branch,
             commit=detail.commit_id,

@@ -36,7 +36,9 @@ class PushFacts:
 
 
 @dataclass(frozen=True)
-class Decision:
+class PushDecision:
+    """Whether a push builds, and why (the reason is logged and answered to the caller)."""
+
     build: bool
     reason: str
 
@@ -59,22 +61,22 @@ def path_matches(path: str, path_filter: str) -> bool:
     return path == directory or path.startswith(directory + "/")
 
 
-def decide_push(facts: PushFacts, policy: PushPolicy) -> Decision:
+def decide_push(facts: PushFacts, policy: PushPolicy) -> PushDecision:
     """Build when a watched branch moved forward and something the image uses changed."""
     if facts.ref.startswith(TAG_PREFIX):
-        return Decision(False, f"tag push {facts.ref[len(TAG_PREFIX) :]}")
+        return PushDecision(False, f"tag push {facts.ref[len(TAG_PREFIX) :]}")
     branch = branch_of(facts.ref)
     if branch is None:
-        return Decision(False, f"not a branch: {facts.ref}")
+        return PushDecision(False, f"not a branch: {facts.ref}")
     if facts.deleted:
-        return Decision(False, f"branch {branch} was deleted")
+        return PushDecision(False, f"branch {branch} was deleted")
     if branch not in policy.watched_branches:
-        return Decision(False, f"branch {branch} is not watched")
+        return PushDecision(False, f"branch {branch} is not watched")
     if facts.head_commit_message and SKIP_MARKERS.search(facts.head_commit_message):
-        return Decision(False, "head commit asks to skip CI")
+        return PushDecision(False, "head commit asks to skip CI")
     if policy.path_filters:
         if facts.changed_paths is None:
-            return Decision(True, "changed files unknown; building to be safe")
+            return PushDecision(True, "changed files unknown; building to be safe")
         matched = next(
             (
                 path
@@ -85,6 +87,6 @@ def decide_push(facts: PushFacts, policy: PushPolicy) -> Decision:
             None,
         )
         if matched is None:
-            return Decision(False, "no changed file under the path filters")
-        return Decision(True, f"{matched} changed")
-    return Decision(True, f"push to {branch}")
+            return PushDecision(False, "no changed file under the path filters")
+        return PushDecision(True, f"{matched} changed")
+    return PushDecision(True, f"push to {branch}")

@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.parser.models import LambdaFunctionUrlModel
 from pydantic import ValidationError
 
 from layercache.build_records import Trigger, utc_now
-from layercache.build_requests import BuildRequest, BuildRequestQueue
+from layercache.build_requests import BuildRequestMessage, BuildRequestQueue
 from layercache.triggers.decisions import branch_of, decide_push
 from layercache.triggers.models import GitHubPushEvent
 from layercache.triggers.settings import GitHubWebhookSettings
@@ -132,7 +132,7 @@ class GitHubWebhookService:
             return WebhookResponse(202, f"no build: {decision.reason}")
         # Every push of a watched branch is handed on, built or not: it moves the
         # branch, and the starter orders later pushes by it.
-        request = BuildRequest.for_push(
+        request = BuildRequestMessage.for_push(
             image=self.settings.image_repository_name,
             branch=branch,
             commit=push.after,

@@ -18,13 +18,14 @@ GITHUB_MAX_LISTED_COMMITS = 2048
 GITHUB_MAX_FILES_PER_COMMIT = 3000
 
 
-class _Lenient(BaseModel):
-    """GitHub and AWS add fields over time: ignore what we don't read."""
+class _SourceEventModel(BaseModel):
+    """A part of a GitHub or CodeCommit event. Both add fields over time: ignore what we
+    don't read."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class GitHubCommit(_Lenient):
+class GitHubCommit(_SourceEventModel):
     id: str
     message: str = ""
     added: list[str] | None = None
@@ -38,13 +39,13 @@ class GitHubCommit(_Lenient):
         return [*(self.added or ()), *(self.removed or ()), *(self.modified or ())]
 
 
-class GitHubRepository(_Lenient):
+class GitHubRepository(_SourceEventModel):
     full_name: str
     # Push deliveries carry the push's time here, as epoch seconds.
     pushed_at: int | datetime | None = None
 
 
-class GitHubPushEvent(_Lenient):
+class GitHubPushEvent(_SourceEventModel):
     """The body of a GitHub `push` webhook delivery."""
 
     ref: str
@@ -85,7 +86,7 @@ class GitHubPushEvent(_Lenient):
         return paths
 
 
-class CodeCommitReferenceDetail(_Lenient):
+class CodeCommitReferenceDetail(_SourceEventModel):
     """`detail` of a "CodeCommit Repository State Change" event."""
 
     event: Literal["referenceCreated", "referenceUpdated", "referenceDeleted"]

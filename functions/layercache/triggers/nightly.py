@@ -10,7 +10,7 @@ from aws_lambda_powertools import Logger
 
 from layercache import build_records as records
 from layercache.build_records import Trigger, utc_now
-from layercache.build_requests import BuildRequest, BuildRequestQueue
+from layercache.build_requests import BuildRequestMessage, BuildRequestQueue
 from layercache.triggers.models import NightlyRebuildRequest
 from layercache.triggers.settings import NightlyRebuildSettings
 
@@ -52,7 +52,7 @@ def request_rebuilds(
             logger.warning("Not a watched branch; skipped", extra={"branch": branch})
             results.append(BranchRebuild(branch, None, "not a watched branch"))
             continue
-        request = BuildRequest(
+        request = BuildRequestMessage(
             image=settings.image_repository_name,
             branch=branch,
             commit=None,

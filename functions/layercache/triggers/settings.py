@@ -14,7 +14,6 @@ class TriggerSettings(EnvSettings):
     build_request_queue_url: str = Field(min_length=1)
     image_repository_name: str = Field(min_length=1)
     watched_branches: frozenset[str] = Field(min_length=1)
-    default_branch: str = Field(min_length=1)
     path_filters: tuple[str, ...] = ()
     # GitHub "owner/name" or the CodeCommit repository name; events of others are ignored.
     source_repository: str = ""

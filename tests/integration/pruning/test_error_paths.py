@@ -1,4 +1,5 @@
-"""Error paths against botocore Stubbers: throttling, per-image retries, ECS and Lambda in use."""
+"""Error paths: throttling under the SDK's retries, and against botocore Stubbers per-image
+retries, unreadable indexes, ECS and Lambda in use."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.compat import HTTPHeaders
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
+from layercache import aws
 from layercache.pruning.ecr import ACCEPTED_MEDIA_TYPES, EcrRegistry, SnapshotError
 from layercache.pruning.in_use import (
     EcsTasks,
@@ -21,6 +25,8 @@ from layercache.pruning.in_use import (
 )
 from layercache.pruning.model import Image
 from layercache.pruning.plan import Policy, make_plan
+from layercache.pruning.service import Pruner
+from layercache.pruning.settings import PrunerSettings
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 REPOSITORY = "team/service"
@@ -53,36 +59,105 @@ def tags_unchanged(stubber: Stubber, *digests: str) -> None:
     )
 
 
-def test_throttling_backs_off_exponentially_then_succeeds(ecr: tuple[Any, Stubber]) -> None:
-    client, stubber = ecr
-    tags_unchanged(stubber, digest(0))
-    for _ in range(3):
-        stubber.add_client_error("batch_delete_image", "ThrottlingException", "Rate exceeded", 400)
-    stubber.add_response(
-        "batch_delete_image",
-        {"imageIds": [{"imageDigest": digest(0)}], "failures": []},
-        {"repositoryName": REPOSITORY, "imageIds": [{"imageDigest": digest(0)}]},
+class ThrottlingEcr:
+    """ECR at the HTTP layer, under the SDK's retries (a Stubber answers above them).
+
+    Answers each operation's requests from `answers` in turn, after refusing the first
+    `throttled` requests with ThrottlingException; `requests` counts what was sent.
+    """
+
+    def __init__(self, client: Any, throttled: int, answers: dict[str, list[Any]]) -> None:
+        self.throttled = throttled
+        self.answers = answers
+        self.requests: list[str] = []
+        client.meta.events.register_first("before-send.ecr.*", self.answer)
+
+    def answer(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse:
+        target = request.headers["X-Amz-Target"]
+        operation = (target.decode() if isinstance(target, bytes) else target).rpartition(".")[2]
+        self.requests.append(operation)
+        if len(self.requests) <= self.throttled:
+            return _response(400, {"__type": "ThrottlingException", "message": "Rate exceeded"})
+        return _response(200, self.answers[operation].pop(0))
+
+
+def _response(status: int, body: Any) -> AWSResponse:
+    return AWSResponse("https://ecr", status, HTTPHeaders(), _Raw(json.dumps(body).encode()))
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.body
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The SDK's backoff, recorded instead of waited for."""
+    waited: list[float] = []
+    monkeypatch.setattr("botocore.endpoint.time.sleep", waited.append)
+    return waited
+
+
+def test_throttling_is_retried_by_the_client_alone_then_succeeds(sleeps: list[float]) -> None:
+    registry = EcrRegistry()  # the deployed function's client and budget
+    ecr = ThrottlingEcr(
+        registry._client,
+        throttled=3,
+        answers={
+            "DescribeImages": [{"imageDetails": [{"imageDigest": digest(0), "imagePushedAt": 0}]}],
+            "BatchDeleteImage": [{"imageIds": [{"imageDigest": digest(0)}], "failures": []}],
+        },
     )
-    sleeps: list[float] = []
-    registry = EcrRegistry(client, sleep=sleeps.append, base_delay=1.0)
 
     outcome = registry.delete(REPOSITORY, old_plan(1))
 
     assert [image.digest for image in outcome.deleted] == [digest(0)]
+    # The tag re-read was refused three times and retried by the SDK: one layer of retries,
+    # each request counted, each retry after one backoff.
+    assert ecr.requests == ["DescribeImages"] * 4 + ["BatchDeleteImage"]
+    assert registry.calls == {"describe_images": 4, "batch_delete_image": 1}
     assert len(sleeps) == 3
-    # Exponential with jitter: attempt n waits between half and all of 2**(n-1) seconds.
-    for attempt, delay in enumerate(sleeps):
-        assert 2**attempt / 2 <= delay <= 2**attempt
-    assert registry.calls["batch_delete_image"] == 4
+    assert all(0 <= delay <= 20 for delay in sleeps)
 
 
-def test_throttling_that_does_not_end_is_raised(ecr: tuple[Any, Stubber]) -> None:
-    client, stubber = ecr
-    for _ in range(3):
-        stubber.add_client_error("describe_images", "ThrottlingException", "Rate exceeded", 400)
-    registry = EcrRegistry(client, sleep=lambda _: None, throttle_attempts=3)
+def test_throttling_that_does_not_end_is_raised_after_the_budget(sleeps: list[float]) -> None:
+    registry = EcrRegistry()
+    ecr = ThrottlingEcr(registry._client, throttled=100, answers={})
+
     with pytest.raises(ClientError, match="ThrottlingException"):
         registry.snapshot(REPOSITORY)
+
+    # Exactly the client's attempts: no second layer multiplies them.
+    assert ecr.requests == ["DescribeImages"] * aws.LONG_RUNNING.attempts
+    assert registry.calls["describe_images"] == aws.LONG_RUNNING.attempts
+    assert len(sleeps) == aws.LONG_RUNNING.attempts - 1
+
+
+def test_a_throttled_repository_is_reported_failed_and_the_others_pruned(
+    sleeps: list[float],
+) -> None:
+    """Through the pruner: the error surfaces in the report (the handler then fails the
+    invocation, so Lambda retries it), and other repositories are still pruned."""
+    registry = EcrRegistry()
+    ThrottlingEcr(
+        registry._client,
+        throttled=aws.LONG_RUNNING.attempts,
+        answers={"DescribeImages": [{"imageDetails": []}]},
+    )
+    settings = PrunerSettings.from_env(
+        {"IMAGE_REPOSITORY_NAME": REPOSITORY, "PRUNE_REPOSITORIES": f"{REPOSITORY},team/other"}
+    )
+    reports = Pruner(settings, registry, []).run()
+
+    assert [(r.repository, r.error is not None) for r in reports] == [
+        (REPOSITORY, True),
+        ("team/other", False),
+    ]
+    assert "ThrottlingException" in (reports[0].error or "")
+    assert reports[0].aws_calls == aws.LONG_RUNNING.attempts
 
 
 def test_per_image_failures_are_retried_once_then_reported(ecr: tuple[Any, Stubber]) -> None:

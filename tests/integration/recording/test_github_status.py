@@ -231,20 +231,6 @@ def test_token_is_read_again_after_its_max_age(
     ]
 
 
-def test_forget_reads_the_token_again_within_its_max_age(
-    aws: None, github_token_secret: str
-) -> None:
-    secrets = boto3.client("secretsmanager", region_name=REGION)
-    token = SecretToken(github_token_secret, secrets)  # the default: five minutes
-    assert token.max_age_seconds == 300
-
-    assert token() == "ghp_fake0token"
-    secrets.put_secret_value(SecretId=github_token_secret, SecretString='{"token": "ghp_new"}')
-    assert token() == "ghp_fake0token"
-    token.forget()
-    assert token() == "ghp_new"
-
-
 def test_a_token_read_before_outlives_a_secrets_manager_failure(
     aws: None, github_token_secret: str
 ) -> None:

@@ -1,12 +1,13 @@
 """The report's HTML page renders in headless Chromium, charts included.
 
 Skipped without a `chromium` binary unless LAYERCACHE_REQUIRE_BROWSER=1 (CI installs it
-with .ci/setup-browser).
+with .ci/setup-browser). LAYERCACHE_KEEP_SCREENSHOT=FILE keeps the screenshot, to look at.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from layercache_dev.report import PALETTE, render_html, row_from_item
-
-from .test_report import SEEDED
+from layercache_cli.charts import FAILED_COLOR, PALETTE
+from layercache_cli.history import row_from_item
+from layercache_cli.report_page import render_html
+from tests.cli.conftest import SEEDED
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRED = os.environ.get("LAYERCACHE_REQUIRE_BROWSER") == "1"
@@ -112,10 +114,11 @@ def page(tmp_path: Path) -> Path:
 def test_chromium_builds_the_chart_elements(page: Path, tmp_path: Path) -> None:
     dom = chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile").stdout.decode()
 
-    assert '<svg id="duration-chart"' in dom
-    assert '<svg id="cache-chart"' in dom
-    assert dom.count("<polyline") == 4  # two branches, two charts
-    assert dom.count('<circle class="pt') == 15
+    assert re.search(r'<svg [^>]*id="build-history"', dom)
+    assert len(re.findall(r'<g id="(duration|ratio)-line-\d+">', dom)) == 4  # 2 branches x 2
+    points = re.findall(r'<g id="(?:duration|ratio)-build-\d+">\s*<title>([^<]*)</title>', dom)
+    assert len(points) == 8 + 7
+    assert sum(1 for label in points if label.startswith("main 05c0ffee FAILED (BUILD)")) == 1
     assert "layercache build history" in dom
 
 
@@ -126,12 +129,16 @@ def test_chromium_paints_the_charts(page: Path, tmp_path: Path) -> None:
         f"--screenshot={shot}", "--window-size=1100,900", page.as_uri(), profile=tmp_path / "p"
     )
 
+    if os.environ.get("LAYERCACHE_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["LAYERCACHE_KEEP_SCREENSHOT"])
     width, height, pixels = png_pixels(shot.read_bytes())
     assert (width, height) == (1100, 900)
     assert len(set(pixels)) > 50, "the screenshot is blank"
-    # main's series (second colour) draws long 3px lines through both charts; the legend
-    # swatch alone would be ~150 pixels.
+    # main's series (second colour) draws long 3px lines through both panels; its legend
+    # entry alone would be ~150 pixels. The failed build is one red point (and a legend one).
     main_pixels = sum(1 for pixel in pixels if near(pixel, PALETTE[1]))
     feature_pixels = sum(1 for pixel in pixels if near(pixel, PALETTE[0]))
+    failed_pixels = sum(1 for pixel in pixels if near(pixel, FAILED_COLOR))
     assert main_pixels > 2000
     assert feature_pixels > 250
+    assert failed_pixels > 80

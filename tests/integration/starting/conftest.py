@@ -14,7 +14,7 @@ import pytest
 from botocore.config import Config
 
 from layercache.build_records import BranchHead, BuildsTable, Trigger
-from layercache.build_requests import BuildRequest, BuildRequestQueue
+from layercache.build_requests import BuildRequestMessage, BuildRequestQueue
 from layercache.starting.service import BuildStarter
 from layercache.starting.settings import StarterSettings
 from layercache.starting.wiring import make_build_starter
@@ -64,8 +64,8 @@ class Pipeline:
         pushed_second: int | None = None,
         branch: str = "main",
         build: bool = True,
-    ) -> BuildRequest:
-        request = BuildRequest.for_push(
+    ) -> BuildRequestMessage:
+        request = BuildRequestMessage.for_push(
             image=IMAGE,
             branch=branch,
             commit=commit,
@@ -99,12 +99,12 @@ class Pipeline:
         assert head is not None
         return head
 
-    def failed_requests(self) -> list[BuildRequest]:
+    def failed_requests(self) -> list[BuildRequestMessage]:
         sqs = boto3.client("sqs", region_name=REGION)
         messages = sqs.receive_message(
             QueueUrl=self.stack.failure_queue_url, MaxNumberOfMessages=10
         ).get("Messages", [])
-        return [BuildRequest.from_message(m["Body"]) for m in messages]
+        return [BuildRequestMessage.from_message(m["Body"]) for m in messages]
 
 
 def starter_handler() -> Any:

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from layercache.build_records import ENV_REQUEST_ID, BuildsTable, Claim, Trigger
-from layercache.build_requests import BuildRequest
+from layercache.build_requests import BuildRequestMessage
 from layercache.starting.service import ClaimHeld
 
 from .conftest import IMAGE, T0, Pipeline, sha
@@ -119,8 +119,8 @@ def test_a_lost_start_build_answer_is_found_not_started_again(pipeline: Pipeline
     assert claim.build_id == pipeline.builds()[0]["id"]
 
 
-def _request(commit: str) -> BuildRequest:
-    return BuildRequest.for_push(
+def _request(commit: str) -> BuildRequestMessage:
+    return BuildRequestMessage.for_push(
         image=IMAGE,
         branch="main",
         commit=commit,

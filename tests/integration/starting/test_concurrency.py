@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from layercache.build_records import BuildsTable, Trigger
-from layercache.build_requests import BuildRequest
+from layercache.build_requests import BuildRequestMessage
 from layercache.starting import wiring as starting_wiring
 from layercache.starting.service import ClaimHeld
 from layercache.starting.wiring import build_starter
@@ -119,7 +119,7 @@ def test_many_deliveries_at_once_one_build_per_commit_and_the_newest_wins(
         assert head is not None
         assert head.commit == newest
 
-        racing = BuildRequest.for_push(
+        racing = BuildRequestMessage.for_push(
             image="layercache/demo",
             branch="main",
             commit=fake_sha("d"),

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from layercache.build_requests import BuildRequest
+from layercache.build_requests import BuildRequestMessage
 from layercache_dev.lambda_context import FakeLambdaContext
 
 from .conftest import Pipeline, starter_handler
@@ -25,7 +25,7 @@ def invoke(name: str) -> dict[str, Any]:
 
 
 def test_push_sample_starts_a_build_of_its_commit(pipeline: Pipeline) -> None:
-    request = BuildRequest.from_message(sample("push-main")["Records"][0]["body"])
+    request = BuildRequestMessage.from_message(sample("push-main")["Records"][0]["body"])
     assert invoke("push-main") == {"batchItemFailures": []}
     (build,) = pipeline.builds()
     assert build["sourceVersion"] == request.commit

@@ -19,7 +19,7 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from layercache.build_requests import BuildRequest
+from layercache.build_requests import BuildRequestMessage
 from layercache.triggers import wiring
 from layercache_dev.embedded_aws import Stack
 from layercache_dev.template import function_handler
@@ -89,7 +89,7 @@ class QueuedRequest:
     message_id: str
     group_id: str
     deduplication_id: str
-    request: BuildRequest
+    request: BuildRequestMessage
 
 
 def queued(stack: Stack) -> list[QueuedRequest]:
@@ -117,13 +117,13 @@ def queued(stack: Stack) -> list[QueuedRequest]:
                     message_id=message["MessageId"],
                     group_id=attributes["MessageGroupId"],
                     deduplication_id=attributes["MessageDeduplicationId"],
-                    request=BuildRequest.from_message(message["Body"]),
+                    request=BuildRequestMessage.from_message(message["Body"]),
                 )
             )
             sqs.delete_message(QueueUrl=stack.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def queued_requests(stack: Stack) -> list[BuildRequest]:
+def queued_requests(stack: Stack) -> list[BuildRequestMessage]:
     """The build requests waiting on the stack's queue (see `queued`)."""
     return [message.request for message in queued(stack)]
 

@@ -1,6 +1,6 @@
 """CodeCommitTriggerFunction on moto, driven through the template's Handler.
 
-The trigger decides and hands one BuildRequest to BuildRequestQueue; it never reaches
+The trigger decides and hands one BuildRequestMessage to BuildRequestQueue; it never reaches
 CodeBuild or the builds table. CodeCommit's commit and diff APIs (absent from moto) are
 answered by botocore's Stubber, which also fails the test on any call not expected.
 """
@@ -362,7 +362,7 @@ def test_a_requested_build_is_counted(
     invoke(UPDATED)
     (document,) = emitted_metrics(capsys.readouterr().out)
     assert document["BuildsRequested"] in (1.0, [1.0])
-    assert document["Trigger"] == "codecommit"
+    assert document["trigger"] == "codecommit"
 
 
 def test_an_update_that_builds_nothing_is_not_counted_as_a_build(

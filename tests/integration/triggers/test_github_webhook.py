@@ -1,6 +1,6 @@
 """GitHubWebhookFunction end to end on moto, driven through the template's Handler.
 
-The webhook verifies, decides and hands one BuildRequest to BuildRequestQueue; it never
+The webhook verifies, decides and hands one BuildRequestMessage to BuildRequestQueue; it never
 reaches CodeBuild or the builds table. So each test reads what is on the queue.
 """
 
@@ -625,14 +625,14 @@ def test_rejected_delivery_is_counted_by_reason(
     invoke(function_url_event("push", push_payload(), secret="wrong"))
     (document,) = emitted_metrics(capsys.readouterr().out)
     assert document["DeliveriesRejected"] in (1.0, [1.0])
-    assert document["Reason"] == "signature"
+    assert document["reason"] == "signature"
 
 
 def test_a_requested_build_is_counted(invoke: Invoke, capsys: pytest.CaptureFixture[str]) -> None:
     invoke(sample("github-webhook", "push-main.json"))
     (document,) = emitted_metrics(capsys.readouterr().out)
     assert document["BuildsRequested"] in (1.0, [1.0])
-    assert document["Trigger"] == "github"
+    assert document["trigger"] == "github"
     assert "DeliveriesRejected" not in document
 
 

@@ -1,6 +1,6 @@
 """NightlyRebuildFunction on moto, driven through the template's Handler.
 
-It hands one BuildRequest per branch to BuildRequestQueue, for `refs/heads/<branch>`
+It hands one BuildRequestMessage per branch to BuildRequestQueue, for `refs/heads/<branch>`
 (never a bare name, which git resolves to a tag first), and accepts only the scheduler's
 input or a run by hand.
 """
@@ -300,7 +300,16 @@ def test_requested_builds_are_counted(invoke: Any, capsys: pytest.CaptureFixture
     invoke(SCHEDULE)
     (document,) = emitted_metrics(capsys.readouterr().out)
     assert document["BuildsRequested"] in (2.0, [2.0])
-    assert document["Trigger"] == "nightly"
+    assert document["trigger"] == "nightly"
+
+
+def test_a_run_by_hand_is_counted_as_manual(
+    invoke: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    invoke({"manual": True})
+    (document,) = emitted_metrics(capsys.readouterr().out)
+    assert document["BuildsRequested"] in (2.0, [2.0])
+    assert document["trigger"] == "manual"
 
 
 def test_a_refused_request_is_counted(invoke: Any, capsys: pytest.CaptureFixture[str]) -> None:

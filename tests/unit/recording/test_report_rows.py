@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from layercache_dev.report import row_from_item
+from layercache_cli.history import row_from_item
 
 SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
 

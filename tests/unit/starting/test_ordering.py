@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from layercache.build_records import BranchHead, BuildMode, Trigger, timestamp
-from layercache.build_requests import BuildRequest
+from layercache.build_requests import BuildRequestMessage
 from layercache.starting.ordering import Place, place_request
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -26,8 +26,8 @@ def commit(index: int) -> str:
     return f"{index:040x}"
 
 
-def push(index: int, *, with_time: bool = True) -> BuildRequest:
-    return BuildRequest.for_push(
+def push(index: int, *, with_time: bool = True) -> BuildRequestMessage:
+    return BuildRequestMessage.for_push(
         image="team/service",
         branch="main",
         commit=commit(index),
@@ -110,7 +110,7 @@ def test_the_same_commit_again_is_the_same_request() -> None:
 
 
 def test_a_nightly_request_builds_the_head() -> None:
-    nightly = BuildRequest(
+    nightly = BuildRequestMessage(
         image="team/service",
         branch="main",
         trigger=Trigger.NIGHTLY,

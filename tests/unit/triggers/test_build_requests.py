@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from layercache.build_records import BuildMode, Trigger
-from layercache.build_requests import BuildRequest, BuildRequestQueue
+from layercache.build_requests import BuildRequestMessage, BuildRequestQueue
 
 NOW = datetime(2026, 11, 28, 8, 14, 5, 123456, tzinfo=UTC)
 COMMIT = "5f8e2b9c1d3a4e6f7a8b9c0d1e2f3a4b5c6d7e8f"
 BEFORE = "3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b"
 
 
-def push(**overrides: object) -> BuildRequest:
+def push(**overrides: object) -> BuildRequestMessage:
     values: dict[str, object] = {
         "image": "team/service",
         "branch": "main",
@@ -31,11 +31,11 @@ def push(**overrides: object) -> BuildRequest:
         "reason": "push to main",
         "delivery_id": "d-1",
     }
-    return BuildRequest.for_push(**{**values, **overrides})  # type: ignore[arg-type]
+    return BuildRequestMessage.for_push(**{**values, **overrides})  # type: ignore[arg-type]
 
 
-def nightly(branch: str = "main", mode: BuildMode = BuildMode.REFRESH) -> BuildRequest:
-    return BuildRequest(
+def nightly(branch: str = "main", mode: BuildMode = BuildMode.REFRESH) -> BuildRequestMessage:
+    return BuildRequestMessage(
         image="team/service",
         branch=branch,
         trigger=Trigger.NIGHTLY,
@@ -73,15 +73,15 @@ def test_the_message_round_trips_and_leaves_out_what_is_unset() -> None:
     body = json.loads(request.to_message())
     assert "commit" not in body
     assert "pushed_at" not in body
-    assert BuildRequest.from_message(request.to_message()) == request
-    assert BuildRequest.from_message(push().to_message()) == push()
+    assert BuildRequestMessage.from_message(request.to_message()) == request
+    assert BuildRequestMessage.from_message(push().to_message()) == push()
 
 
 def test_a_message_with_unknown_fields_is_refused() -> None:
     body = json.loads(push().to_message())
     body["priority"] = "high"
     with pytest.raises(ValidationError):
-        BuildRequest.from_message(json.dumps(body))
+        BuildRequestMessage.from_message(json.dumps(body))
 
 
 def test_one_message_group_per_image_and_branch() -> None:
@@ -161,7 +161,7 @@ def test_any_push_request_survives_the_queue_unchanged(
     reason: str,
     forced: bool,
 ) -> None:
-    request = BuildRequest.for_push(
+    request = BuildRequestMessage.for_push(
         image="team/service",
         branch=branch,
         commit=commit,
@@ -173,7 +173,7 @@ def test_any_push_request_survives_the_queue_unchanged(
         reason=reason,
         forced=forced,
     )
-    received = BuildRequest.from_message(request.to_message())
+    received = BuildRequestMessage.from_message(request.to_message())
     assert received == request
     assert received.deduplication_id == request.deduplication_id
     assert received.source_version == commit

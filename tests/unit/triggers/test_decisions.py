@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from layercache.triggers.decisions import (
     SKIP_MARKERS,
-    Decision,
+    PushDecision,
     PushFacts,
     PushPolicy,
     branch_of,
@@ -78,7 +78,7 @@ def test_decide_push(facts_: PushFacts, policy: PushPolicy, builds: bool, reason
 
 
 def test_decision_is_a_plain_value() -> None:
-    assert decide_push(facts(), WATCHED) == Decision(True, "push to main")
+    assert decide_push(facts(), WATCHED) == PushDecision(True, "push to main")
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,7 @@ def test_a_push_that_moves_no_watched_branch_never_builds(
 @given(branch=st.sampled_from(sorted(WATCHED.watched_branches)), message=MESSAGES)
 def test_a_deleted_watched_branch_never_builds(branch: str, message: str | None) -> None:
     decision = decide_push(facts("refs/heads/" + branch, deleted=True, message=message), WATCHED)
-    assert decision == Decision(False, f"branch {branch} was deleted")
+    assert decision == PushDecision(False, f"branch {branch} was deleted")
 
 
 @given(
@@ -156,7 +156,7 @@ def test_without_filters_every_watched_push_builds(
     branch: str, message: str | None, paths: list[str] | None
 ) -> None:
     decision = decide_push(facts("refs/heads/" + branch, message=message, paths=paths), WATCHED)
-    assert decision == Decision(True, f"push to {branch}")
+    assert decision == PushDecision(True, f"push to {branch}")
 
 
 @given(before=MESSAGES, after=MESSAGES, paths=st.none() | PATHS)
@@ -165,7 +165,7 @@ def test_a_skip_marker_anywhere_in_the_head_message_skips(
 ) -> None:
     message = f"{before or ''}[skip ci]{after or ''}"
     decision = decide_push(facts(message=message, paths=paths), FILTERED)
-    assert decision == Decision(False, "head commit asks to skip CI")
+    assert decision == PushDecision(False, "head commit asks to skip CI")
 
 
 @given(prefix=st.text(max_size=10), name=st.text(min_size=1, max_size=10))

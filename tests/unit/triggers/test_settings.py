@@ -15,7 +15,6 @@ BASE = {
     "BUILD_REQUEST_QUEUE_URL": QUEUE_URL,
     "IMAGE_REPOSITORY_NAME": "team/service",
     "WATCHED_BRANCHES": "main, release/2.x ,",
-    "DEFAULT_BRANCH": "main",
     "PATH_FILTERS": "",
     # The template's Globals give every function these; the triggers need none of them.
     "BUILDS_TABLE_NAME": "builds",

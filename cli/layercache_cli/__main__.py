@@ -1,0 +1,3 @@
+from layercache_cli.main import main
+
+raise SystemExit(main())
