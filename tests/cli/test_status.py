@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import json
+import logging
 import re
 import uuid
 from datetime import timedelta
@@ -100,9 +102,27 @@ def pruner_output(
     module = importlib.import_module(module_name)
     monkeypatch.setattr(module, "default_service", lambda: pruner)
     capsys.readouterr()
-    result = getattr(module, name)(pruner_sample("daily-schedule.json"), FakeLambdaContext())
+    # Powertools' log handlers keep the stream they were created with (an earlier test's
+    # stdout, in a full run): point them at a buffer while the handler runs.
+    logs = io.StringIO()
+    handlers = [
+        handler
+        for logger in [
+            logging.getLogger(),
+            *map(logging.getLogger, logging.root.manager.loggerDict),
+        ]
+        for handler in logger.handlers
+        if type(handler) is logging.StreamHandler
+    ]
+    streams = [handler.setStream(logs) for handler in handlers]
+    try:
+        result = getattr(module, name)(pruner_sample("daily-schedule.json"), FakeLambdaContext())
+    finally:
+        for handler, stream in zip(handlers, streams, strict=True):
+            if stream is not None:
+                handler.setStream(stream)
     assert result["status"] == "pruned"
-    return capsys.readouterr().out.splitlines()
+    return logs.getvalue().splitlines() + capsys.readouterr().out.splitlines()
 
 
 @pytest.fixture
