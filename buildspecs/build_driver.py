@@ -107,8 +107,9 @@ PINNED_REF = re.compile(r"^(?P<ref>.+)\^\{[0-9a-fA-F]{7,64}\}$")
 # Bare names that git or CodeBuild read as something other than a branch name.
 NOT_BRANCH_PREFIXES = ("refs/", "pr/", "heads/", "tags/", "pull/", "remotes/")
 ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
-# A Dockerfile step as BuildKit names it: "[stage-1 2/4] RUN ..." or "[2/4] COPY ...".
-STEP_NAME = re.compile(r"^\[(?:[^\]\s]+ )?\d+/\d+\] (?P<instruction>[A-Z]+)")
+# A Dockerfile step as BuildKit names it: "[stage-1 2/4] RUN ..." or "[2/4] COPY ...";
+# bake puts the target first: "[api stage-1 2/4] RUN ...".
+STEP_NAME = re.compile(r"^\[(?:[^\]\s]+ ){0,2}\d+/\d+\] (?P<instruction>[A-Z]+)")
 CACHE_IMPORT_NAME = re.compile(r"^importing cache manifest from (?P<ref>\S+)")
 IMAGE_EXPORT_NAMES = ("exporting to image", "exporting to docker image format")
 CACHE_EXPORT_PREFIX = "exporting cache"
@@ -126,11 +127,8 @@ EXPORTED_VARIABLES = (
     "LAYERCACHE_CACHED_STEPS",
     "LAYERCACHE_TOTAL_STEPS",
     "LAYERCACHE_CACHE_STATUS",
+    "LAYERCACHE_IMAGES",  # with a Bake file: one JSON result per image (bake_build.py)
 )
-
-
-AttemptRunner = Callable[[Sequence[str], str | None, bool], "Attempt"]
-"""Runs one build attempt: (cache_from refs, cache_to ref or None, no_cache)."""
 
 
 class BuildFailed(Exception):
@@ -395,6 +393,7 @@ class Vertex:
     completed: dt.datetime | None = None
     error: str = ""
     output_tail: str = ""  # the end of its output, kept while it runs and if it failed
+    inputs: tuple[str, ...] = ()  # the digests of the vertices it was built from
 
     @property
     def is_step(self) -> bool:
@@ -546,6 +545,9 @@ class ProgressReader:
             vertex.started = _timestamp(update.get("started")) or vertex.started
             vertex.completed = _timestamp(update.get("completed")) or vertex.completed
             vertex.error = str(update.get("error") or vertex.error)
+            vertex.inputs = tuple(str(digest) for digest in update.get("inputs") or ()) or (
+                vertex.inputs
+            )
             if vertex.completed and not vertex.error:
                 vertex.output_tail = ""  # done, and fine: its output is of no more use
             if vertex.completed and vertex.name and digest not in self._shown:
@@ -753,6 +755,7 @@ class BuildReport:
             "LAYERCACHE_CACHED_STEPS": str(summary.cached_steps),
             "LAYERCACHE_TOTAL_STEPS": str(len(summary.steps)),
             "LAYERCACHE_CACHE_STATUS": self.cache_status,
+            "LAYERCACHE_IMAGES": "",
         }
         assert tuple(values) == EXPORTED_VARIABLES
         return values
@@ -779,6 +782,7 @@ class Attempt:
     returncode: int
     summary: ProgressSummary
     metadata: dict[str, Any]
+    vertices: tuple[Vertex, ...] = ()  # as BuildKit reported them, in order
 
     @property
     def ok(self) -> bool:
@@ -812,7 +816,7 @@ def run_attempt(docker: str, args: Sequence[str], metadata_file: Path) -> Attemp
     metadata: dict[str, Any] = {}
     if proc.returncode == 0 and metadata_file.exists():
         metadata = json.loads(metadata_file.read_text() or "{}")
-    return Attempt(proc.returncode, reader.summary(), metadata)
+    return Attempt(proc.returncode, reader.summary(), metadata, tuple(reader.vertices()))
 
 
 def ecr_login(docker: str, registry: str) -> None:
@@ -1004,47 +1008,95 @@ def build(request: BuildRequest, *, docker: str = "docker", workdir: Path) -> Bu
         docker, request.builder, request.buildkit_image, request.buildkit_mirror
     )
     metadata_file = workdir / "metadata.json"
-    cache_to = request.cache_ref(request.branch)
-    cache_from = [] if request.mode == "clean" else request.cache_from_refs()
+    cache_used = request.mode != "clean"
     warnings: list[str] = []
-    start_retries = [1]  # one retry of a container that failed to start, per build
 
-    def attempt(cache_from: Sequence[str], cache_to: str | None, no_cache: bool) -> Attempt:
+    def run(use_cache: bool, export_cache: bool, no_cache: bool) -> Attempt:
         args = buildx_command(
             request,
             builder=builder,
-            cache_from=cache_from,
-            cache_to=cache_to,
+            cache_from=request.cache_from_refs() if use_cache else [],
+            cache_to=request.cache_ref(request.branch) if export_cache else None,
             no_cache=no_cache,
             metadata_file=metadata_file,
         )
-        result = run_attempt(docker, args, metadata_file)
-        kind = "" if result.ok else classify_failure(result.summary, cache_used=bool(cache_from))
-        if kind == CONTAINER_START_FAILED and start_retries[0] > 0:
-            start_retries[0] -= 1
+        return run_attempt(docker, args, metadata_file)
+
+    result = build_with_policy(
+        with_start_retry(run, warnings),
+        cache_used=cache_used,
+        no_cache=request.mode == "clean",
+        cache_names=request.cache_ref(request.branch),
+        warnings=warnings,
+    )
+    status = result.cache_status or cold_or_warm(request, result.summary)
+    return report_of(request, result.attempt.digest, result.summary, status, warnings)
+
+
+PolicyRunner = Callable[[bool, bool, bool], "Attempt"]
+"""Runs one build attempt: (use the cache refs, export the cache, --no-cache)."""
+
+
+def with_start_retry(run: PolicyRunner, warnings: list[str]) -> PolicyRunner:
+    """`run`, repeated once on the same builder when a build container failed to start."""
+    retries_left = [1]  # one retry per build
+
+    def attempt(use_cache: bool, export_cache: bool, no_cache: bool) -> Attempt:
+        result = run(use_cache, export_cache, no_cache)
+        kind = "" if result.ok else classify_failure(result.summary, cache_used=use_cache)
+        if kind == CONTAINER_START_FAILED and retries_left[0] > 0:
+            retries_left[0] -= 1
             warnings.append(
                 f"a build container failed to start ({failure_reason(result.summary)}); "
                 "retrying once on the same builder"
             )
             warn(warnings[-1])
-            result = run_attempt(docker, args, metadata_file)
+            result = run(use_cache, export_cache, no_cache)
         return result
 
-    no_cache = request.mode == "clean"
-    first = attempt(cache_from, cache_to, no_cache)
+    return attempt
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    """The attempt whose metadata names the image(s), the attempt whose steps built them
+    (the same one unless a repeat only learnt the digest), and the cache status the
+    failure policy decided ("" when none did)."""
+
+    attempt: Attempt
+    built: Attempt
+    cache_status: str = ""
+
+    @property
+    def summary(self) -> ProgressSummary:
+        return self.built.summary
+
+
+def build_with_policy(
+    attempt: PolicyRunner,
+    *,
+    cache_used: bool,
+    no_cache: bool,
+    cache_names: str,
+    warnings: list[str],
+) -> PolicyResult:
+    """Run a build under the driver's failure policy (see the module docstring).
+
+    `cache_used`: the first attempt reads the cache refs; `cache_names` names the refs
+    the build exports, for the warning when that export fails.
+    """
+    first = attempt(cache_used, True, no_cache)
     summary = first.summary
     for ref, error in summary.import_errors.items():
         if not is_missing_ref(error):
             warnings.append(f"cache {ref} could not be read, building without it: {error}")
             warn(warnings[-1])
-
     if first.ok:
-        status = cold_or_warm(request, summary)
-        return report_of(request, first.digest, summary, status, warnings)
+        return PolicyResult(first, first)
 
-    kind = classify_failure(summary, cache_used=bool(cache_from))
+    kind = classify_failure(summary, cache_used=cache_used)
     if kind == CACHE_EXPORT_FAILED:
-        return keep_image_without_cache(request, summary, attempt, cache_from, warnings)
+        return keep_image_without_cache(first, attempt, cache_used, cache_names, warnings)
     if kind == CACHE_FETCH_FAILED:
         # What the cache holds could not be fetched (a layer missing, a corrupt cache):
         # build everything once more, without it.
@@ -1052,11 +1104,11 @@ def build(request: BuildRequest, *, docker: str = "docker", workdir: Path) -> Bu
             f"the build could not use the cache ({failure_reason(summary)}); rebuilding without it"
         )
         warn(warnings[-1])
-        retry = attempt([], cache_to, True)
+        retry = attempt(False, True, True)
         if retry.ok:
-            return report_of(request, retry.digest, retry.summary, "fallback", warnings)
+            return PolicyResult(retry, retry, "fallback")
         if classify_failure(retry.summary, cache_used=False) == CACHE_EXPORT_FAILED:
-            return keep_image_without_cache(request, retry.summary, attempt, [], warnings)
+            return keep_image_without_cache(retry, attempt, False, cache_names, warnings)
         first, kind = retry, classify_failure(retry.summary, cache_used=False)
     raise BuildFailed(failure_message(kind, first))
 
@@ -1069,27 +1121,28 @@ def failure_message(kind: str, attempt: Attempt) -> str:
 
 
 def keep_image_without_cache(
-    request: BuildRequest,
-    summary: ProgressSummary,
-    attempt: AttemptRunner,
-    cache_from: Sequence[str],
+    built: Attempt,
+    attempt: PolicyRunner,
+    cache_used: bool,
+    cache_names: str,
     warnings: list[str],
-) -> BuildReport:
+) -> PolicyResult:
     """The image is pushed but the cache export failed: keep the image, warn, learn the digest.
 
-    The repeat runs on the same builder without `--cache-to`: every step is in its local
-    cache, so it only pushes the (already present) image again and writes the metadata.
+    The repeat runs on the same builder without exporting the cache: every step is in
+    its local cache, so it only pushes the (already present) image again and writes the
+    metadata.
     """
     warnings.append(
-        f"the image was pushed but the cache export failed: {summary.cache_export_error}; "
-        f"the cache ref {request.cache_ref(request.branch)} was not updated"
+        f"the image was pushed but the cache export failed: {built.summary.cache_export_error}; "
+        f"the cache ref {cache_names} was not updated"
     )
     warn(warnings[-1])
-    repeat = attempt(cache_from, None, False)
+    repeat = attempt(cache_used, False, False)
     if not repeat.ok:
-        kind = classify_failure(repeat.summary, cache_used=bool(cache_from))
+        kind = classify_failure(repeat.summary, cache_used=cache_used)
         raise BuildFailed(failure_message(kind, repeat))
-    return report_of(request, repeat.digest, summary, "export-failed", warnings)
+    return PolicyResult(repeat, built, "export-failed")
 
 
 def report_of(
@@ -1202,6 +1255,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "or '' for the current builder (env LAYERCACHE_BUILDER)",
     )
     parser.add_argument("--build-arg", action="append", help="KEY=VALUE, repeatable")
+    parser.add_argument(
+        "--bake-file",
+        help="build the targets of this Bake file (comma-separated files are merged), each "
+        "into <repository>/<target> (env LAYERCACHE_BAKE_FILE)",
+    )
+    parser.add_argument(
+        "--bake-targets",
+        help="the targets or groups to build, comma-separated; default: the file's default "
+        "group (env LAYERCACHE_BAKE_TARGETS)",
+    )
     parser.add_argument("--export-file", help="write `export NAME=value` lines here")
     parser.add_argument("--report-file", help="write the detailed JSON report here")
     parser.add_argument("--no-login", action="store_true", help="skip the ECR login")
@@ -1216,6 +1279,17 @@ def registry_hosts(request: BuildRequest) -> list[str]:
     return sorted({ref.split("/")[0] for ref in refs})
 
 
+def bake_module() -> Any:
+    """bake_build.py, which lives beside this file (several images from one Bake file)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    sys.modules.setdefault("build_driver", sys.modules[__name__])
+    import bake_build
+
+    return bake_build
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     args = parse_args(argv)
@@ -1228,12 +1302,25 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         f"({request.mode}); cache {', '.join(request.cache_from_refs())}"
     )
     started = time.monotonic()
+    bake_files = args.bake_file or env.get("LAYERCACHE_BAKE_FILE", "")
+    bake_targets = args.bake_targets or env.get("LAYERCACHE_BAKE_TARGETS", "")
+    report: BuildReport | Any
     try:
         if not args.no_login:
             for host in registry_hosts(request):
                 ecr_login(docker, host)
         with tempfile.TemporaryDirectory(prefix="layercache-") as tmp:
-            report = build(request, docker=docker, workdir=Path(tmp))
+            if bake_files.strip():
+                bake = bake_module()
+                report = bake.build(
+                    request,
+                    bake.bake_files(bake_files),
+                    [name.strip() for name in bake_targets.split(",") if name.strip()],
+                    docker=docker,
+                    workdir=Path(tmp),
+                )
+            else:
+                report = build(request, docker=docker, workdir=Path(tmp))
     except (BuildFailed, subprocess.CalledProcessError) as error:
         sys.stderr.write(f"layercache: build failed: {error}\n")
         return 1

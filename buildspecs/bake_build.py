@@ -1,0 +1,517 @@
+"""Several images from one repository: the targets of a Bake file, each with its own cache.
+
+The build driver (build_driver.py) hands over to this module when LAYERCACHE_BAKE_FILE
+names a Bake file (``docker-bake.hcl``, ``docker-bake.json`` or a compose file; several,
+comma-separated, are merged as ``docker buildx bake -f`` merges them). Standard library
+only, like the driver.
+
+What one run does:
+
+1. ``docker buildx bake --print <targets>`` resolves the file: the images to publish are
+   the targets the request names (LAYERCACHE_BAKE_TARGETS, groups expanded; the file's
+   ``default`` group when empty), each with the targets it is built on
+   (``contexts = { base = "target:base" }``);
+2. every image gets its own repository, ``<LAYERCACHE_IMAGE_REPOSITORY_URI>/<target>``,
+   its own build tags written once, its own moving tags (for the recorder) and its own
+   cache refs ``cache-<branch>`` with the default branch's as fallback, all in that
+   repository: images never share or overwrite each other's cache;
+3. the images build one after the other on one BuildKit, each image after the images
+   it is built on (`build_order`). An image is published only after the images it is
+   built on were; a dependent rebuilds on the new base in the same build, reading it
+   from the builder's local cache. The driver's failure policy
+   (build_driver.build_with_policy) applies to each image; an image that fails fails
+   the build, and no later image starts;
+4. the report: one result per image (digest, tags, cache hit ratio, cached and total
+   steps, seconds), exported as the JSON list LAYERCACHE_IMAGES, and the build's
+   totals in the driver's usual variables.
+
+No path-to-image mapping is kept: every push builds every image, and an image whose
+inputs did not change is a cache hit that moves no layer.
+
+Why one image at a time, when bake could build them side by side: BuildKit loses cache
+hits when concurrent builds share steps (a base image, or identical first steps) and
+each reads its own registry cache; one of them rebuilds steps its cache holds
+(moby/buildkit#4674, docker/buildx#414 and #3878, open; seen here on every rebuild
+of the sample monorepo). Built one at a time, every image finds all its steps. Builds
+that outgrow one host spread over several (FanOut), not over one BuildKit.
+
+An image counts its own steps: a dependent solves its base again (from the builder's
+local cache), so the steps of an image built earlier in this build are left out of
+the later ones' counts. They come back under other vertex digests (the base's context
+is named differently there), so they are recognised by their shape (`vertex_shapes`:
+the name without the target, and the shapes of the inputs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import build_driver as driver
+
+# An ECR repository name component: what a target name must become to name a repository.
+REPOSITORY_COMPONENT = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+# A vertex as bake names it: "[api] exporting to image", "[api stage-1 2/4] RUN ...",
+# "[api internal] load build context".
+TARGET_VERTEX = re.compile(
+    r"^\[(?P<target>[^\]\s]+)(?: (?P<rest>[^\]]*))?\] (?P<text>.*)$", re.DOTALL
+)
+CACHE_EXPORT_MODE = "mode=max,image-manifest=true,oci-mediatypes=true"
+#: How many registries lookups (write-once tag checks) run at once.
+TAG_CHECK_THREADS = 8
+
+
+class BakeDefinitionError(driver.BuildFailed):
+    """The Bake file cannot be built as layercache builds it (read it, or name its images)."""
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class BakeImage:
+    """One image the build publishes: a target of the Bake file."""
+
+    target: str
+    request: driver.BuildRequest  # its repository, cache refs, tags; the build's branch
+    built_on: tuple[str, ...] = ()  # the published images it is built on
+    depth: int = 0  # 0: built on no published image; else 1 + the deepest of built_on
+
+
+def repository_component(target: str) -> str:
+    """The target's name as an ECR repository name component: `API_v2` -> `api_v2`."""
+    name = target.lower()
+    if not REPOSITORY_COMPONENT.fullmatch(name):
+        raise BakeDefinitionError(
+            f"the Bake target {target!r} cannot name an ECR repository (lowercase letters, "
+            "digits and single . _ - between them): rename the target"
+        )
+    return name
+
+
+def requested_targets(definition: Mapping[str, Any]) -> list[str]:
+    """The targets `bake --print <names>` resolved the request to, groups expanded, in order."""
+    names: list[str] = []
+    for group in (definition.get("group") or {}).values():
+        for name in group.get("targets") or ():
+            if name not in names:
+                names.append(str(name))
+    if not names:
+        names = [str(name) for name in definition.get("target") or {}]
+    return names
+
+
+def target_dependencies(definition: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each target of the printed definition -> the targets its `target:` contexts name."""
+    targets: Mapping[str, Any] = definition.get("target") or {}
+    return {
+        name: [
+            str(value).removeprefix("target:")
+            for value in (spec.get("contexts") or {}).values()
+            if str(value).startswith("target:")
+        ]
+        for name, spec in targets.items()
+    }
+
+
+def plan_images(definition: Mapping[str, Any], base: driver.BuildRequest) -> list[BakeImage]:
+    """The images to publish, each in its own repository under `base.repository`, in the
+    order they build (`build_order`).
+
+    An image's `built_on` are the published images it reaches through `target:` contexts,
+    directly or through targets that are not published themselves (those are built
+    inside each image that needs them).
+    """
+    published = requested_targets(definition)
+    dependencies = target_dependencies(definition)
+    components: dict[str, str] = {}
+    for target in published:
+        component = repository_component(target)
+        if component in components:
+            raise BakeDefinitionError(
+                f"the Bake targets {components[component]!r} and {target!r} would share the "
+                f"repository {base.repository}/{component}: rename one"
+            )
+        components[component] = target
+
+    def published_bases(target: str, path: tuple[str, ...]) -> set[str]:
+        found: set[str] = set()
+        for dependency in dependencies.get(target, []):
+            if dependency in path:
+                raise BakeDefinitionError(
+                    f"the Bake targets {' -> '.join((*path, dependency))} depend on each other"
+                )
+            if dependency in published:
+                found.add(dependency)
+            else:
+                found |= published_bases(dependency, (*path, dependency))
+        return found
+
+    bases = {target: published_bases(target, (target,)) for target in published}
+    depths: dict[str, int] = {}
+
+    def depth_of(target: str) -> int:
+        if target not in depths:
+            depths[target] = 1 + max((depth_of(name) for name in bases[target]), default=-1)
+        return depths[target]
+
+    cache_prefix = base.cache_repository.rstrip("/")
+    return build_order(
+        [
+            BakeImage(
+                target=target,
+                request=replace(
+                    base,
+                    repository=f"{base.repository}/{repository_component(target)}",
+                    cache_repository=(
+                        f"{cache_prefix}/{repository_component(target)}" if cache_prefix else ""
+                    ),
+                ),
+                built_on=tuple(name for name in published if name in bases[target]),
+                depth=depth_of(target),
+            )
+            for target in published
+        ]
+    )
+
+
+def build_order(images: Iterable[BakeImage]) -> list[BakeImage]:
+    """Every image after the images it is built on; else in the order the file gives."""
+    return sorted(images, key=lambda image: image.depth)
+
+
+# ---------------------------------------------------------------- bake's command line
+
+
+def bake_files(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def read_definition(
+    docker: str, files: Sequence[str], targets: Sequence[str], *, cwd: Path | None = None
+) -> dict[str, Any]:
+    """`docker buildx bake --print`: the Bake file resolved for these targets."""
+    args = [docker, "buildx", "bake", "--print"]
+    for name in files:
+        args += ["--file", name]
+    printed = subprocess.run(
+        [*args, *targets], capture_output=True, text=True, check=False, cwd=cwd
+    )
+    if printed.returncode != 0:
+        detail = (printed.stderr or printed.stdout).strip()[-800:]
+        raise BakeDefinitionError(f"docker buildx bake could not read {', '.join(files)}: {detail}")
+    try:
+        definition: dict[str, Any] = json.loads(printed.stdout)
+    except json.JSONDecodeError as error:
+        raise BakeDefinitionError(f"docker buildx bake --print wrote no JSON: {error}") from None
+    if not definition.get("target"):
+        raise BakeDefinitionError(
+            f"{', '.join(files)} declares no target for {' '.join(targets) or 'default'}"
+        )
+    return definition
+
+
+def target_override(
+    image: BakeImage, *, use_cache: bool, export_cache: bool, no_cache: bool
+) -> dict[str, Any]:
+    """What layercache sets on one target, over whatever the Bake file says: where the
+    image goes (its build tags, or by digest), its cache refs, and the build mode."""
+    request = image.request
+    pushed = request.pushed_tags()
+    override: dict[str, Any] = {
+        "tags": [f"{request.repository}:{tag}" for tag in pushed],
+        "output": [
+            "type=image,push=true"
+            if pushed
+            else f"type=image,name={request.repository},push-by-digest=true,push=true"
+        ],
+        "cache-from": (
+            [f"type=registry,ref={ref}" for ref in request.cache_from_refs()] if use_cache else []
+        ),
+        "cache-to": (
+            [f"type=registry,ref={request.cache_ref(request.branch)},{CACHE_EXPORT_MODE}"]
+            if export_cache
+            else []
+        ),
+    }
+    args = dict(arg.split("=", 1) for arg in request.build_args if "=" in arg)
+    if request.mode == "refresh":
+        args[driver.REFRESH_ARG] = request.refresh_value()
+        override["pull"] = True
+    if args:
+        override["args"] = args
+    if no_cache:
+        override["no-cache"] = True
+    return override
+
+
+def bake_command(
+    files: Sequence[str],
+    override_file: Path,
+    targets: Sequence[str],
+    *,
+    builder: str,
+    metadata_file: Path,
+) -> list[str]:
+    """The `docker buildx bake` arguments (without the docker binary) for one attempt."""
+    args = ["buildx", "bake", "--progress=rawjson", "--metadata-file", str(metadata_file)]
+    if builder:
+        args += ["--builder", builder]
+    for name in files:
+        args += ["--file", name]
+    args += ["--file", str(override_file)]
+    return [*args, *targets]
+
+
+# ---------------------------------------------------------------- one stream, many images
+
+
+def target_of(vertex: driver.Vertex, targets: Collection[str]) -> tuple[str, str]:
+    """(the target bake named the vertex after or "", its name without the target)."""
+    match = TARGET_VERTEX.match(vertex.name)
+    if not match or match.group("target") not in targets:
+        return "", vertex.name
+    rest, text = match.group("rest"), match.group("text")
+    return match.group("target"), f"[{rest}] {text}" if rest else text
+
+
+def vertex_shapes(vertices: Sequence[driver.Vertex], targets: Collection[str]) -> dict[str, str]:
+    """Each vertex's shape: a digest of its name without the target and of its inputs'
+    shapes. The same step built again from another solve (another vertex digest) has the
+    same shape; a step of another Dockerfile that merely reads the same has other inputs."""
+    by_digest = {vertex.digest: vertex for vertex in vertices}
+    shapes: dict[str, str] = {}
+
+    def shape(digest: str, path: frozenset[str]) -> str:
+        if digest in shapes:
+            return shapes[digest]
+        vertex = by_digest.get(digest)
+        if vertex is None or digest in path:  # not reported (or a cycle): its own digest
+            return digest
+        parts = [target_of(vertex, targets)[1]]
+        parts += sorted(shape(name, path | {digest}) for name in vertex.inputs)
+        shapes[digest] = hashlib.sha256("\0".join(parts).encode()).hexdigest()
+        return shapes[digest]
+
+    for vertex in vertices:
+        shape(vertex.digest, frozenset())
+    return shapes
+
+
+def own_vertices(
+    vertices: Sequence[driver.Vertex], targets: Collection[str], built_before: set[str]
+) -> list[driver.Vertex]:
+    """One image's vertices, named as `docker buildx build` names them, without the steps
+    of a shape an earlier image of this build built; adds this image's step shapes to
+    `built_before`. `targets`: every target of the Bake file."""
+    shapes = vertex_shapes(vertices, targets)
+    named = [replace(vertex, name=target_of(vertex, targets)[1]) for vertex in vertices]
+    own = [
+        vertex
+        for vertex in named
+        if not (vertex.is_step and shapes.get(vertex.digest, vertex.digest) in built_before)
+    ]
+    built_before.update(
+        shapes.get(vertex.digest, vertex.digest) for vertex in named if vertex.is_step
+    )
+    return own
+
+
+# ---------------------------------------------------------------- the build
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What one image's build did, as the recorder reads it from LAYERCACHE_IMAGES."""
+
+    image: BakeImage
+    digest: str
+    summary: driver.ProgressSummary
+    cache_status: str
+
+    def as_json(self) -> dict[str, Any]:
+        request, summary = self.image.request, self.summary
+        return {
+            "image": self.image.target,
+            "repository": request.repository,
+            "digest": self.digest,
+            "tags": request.pushed_tags(),
+            "moving_tags": request.moving_tags(),
+            "built_on": list(self.image.built_on),
+            "cache_hit_ratio": round(summary.hit_ratio, 3),
+            "cached_steps": summary.cached_steps,
+            "total_steps": len(summary.steps),
+            "cache_ref_hit": (
+                summary.imported_refs[0]
+                if summary.cached_steps and summary.imported_refs
+                else "none"
+            ),
+            "build_seconds": round(summary.build_seconds, 1),
+            "push_seconds": round(summary.push_seconds, 1),
+            "cache_export_seconds": round(summary.cache_export_seconds, 1),
+            "cache_status": self.cache_status,
+        }
+
+
+@dataclass
+class BakeReport:
+    """Every image's result, and the build's totals in the driver's variables."""
+
+    results: list[ImageResult]
+    seconds: float
+    warnings: list[str]
+    moving_tags: list[str]
+
+    def variables(self) -> dict[str, str]:
+        cached = sum(result.summary.cached_steps for result in self.results)
+        total = sum(len(result.summary.steps) for result in self.results)
+        statuses = {result.cache_status for result in self.results}
+        status = next(
+            (name for name in ("fallback", "export-failed", "clean") if name in statuses),
+            "warm" if cached else "cold",
+        )
+        hits = [result.as_json()["cache_ref_hit"] for result in self.results]
+        values = {
+            "LAYERCACHE_IMAGE_DIGEST": "",
+            "LAYERCACHE_IMAGE_TAGS": "",
+            "LAYERCACHE_MOVING_TAGS": ",".join(self.moving_tags),
+            "LAYERCACHE_CACHE_HIT_RATIO": f"{cached / total if total else 0.0:.3f}",
+            "LAYERCACHE_CACHE_REF_HIT": next((hit for hit in hits if hit != "none"), "none"),
+            "LAYERCACHE_BUILD_SECONDS": f"{self.seconds:.1f}",
+            "LAYERCACHE_PUSH_SECONDS": f"{sum(r.summary.push_seconds for r in self.results):.1f}",
+            "LAYERCACHE_CACHE_EXPORT_SECONDS": (
+                f"{sum(r.summary.cache_export_seconds for r in self.results):.1f}"
+            ),
+            "LAYERCACHE_CACHED_STEPS": str(cached),
+            "LAYERCACHE_TOTAL_STEPS": str(total),
+            "LAYERCACHE_CACHE_STATUS": status,
+            "LAYERCACHE_IMAGES": json.dumps(
+                [result.as_json() for result in self.results], separators=(",", ":")
+            ),
+        }
+        assert tuple(values) == driver.EXPORTED_VARIABLES
+        return values
+
+    def as_json(self) -> dict[str, Any]:
+        """The detailed report (every image's steps) for tests and the benchmark."""
+        return {
+            "variables": self.variables(),
+            "warnings": self.warnings,
+            "images": {
+                result.image.target: {
+                    **result.as_json(),
+                    "imported_refs": result.summary.imported_refs,
+                    "steps": [
+                        {"name": step.name, "cached": step.cached} for step in result.summary.steps
+                    ],
+                }
+                for result in self.results
+            },
+        }
+
+
+def with_write_once_tags(docker: str, images: Sequence[BakeImage]) -> list[BakeImage]:
+    """Each image with the build tags no earlier build of the commit wrote (side by side)."""
+    with ThreadPoolExecutor(max_workers=TAG_CHECK_THREADS) as pool:
+        requests = list(pool.map(lambda image: driver.tags_to_write(docker, image.request), images))
+    return [
+        replace(image, request=request) for image, request in zip(images, requests, strict=True)
+    ]
+
+
+def build_image(
+    image: BakeImage,
+    run: Callable[[BakeImage, bool, bool, bool], driver.Attempt],
+    *,
+    known: Collection[str],
+    built_before: set[str],
+    warnings: list[str],
+) -> ImageResult:
+    """Build one image with bake, under the driver's failure policy.
+
+    `known`: every target of the Bake file; `built_before`: the shapes of the steps
+    earlier images built (updated here)."""
+    request = image.request
+
+    def attempt(use_cache: bool, export_cache: bool, no_cache: bool) -> driver.Attempt:
+        raw = run(image, use_cache, export_cache, no_cache)
+        named = [replace(vertex, name=target_of(vertex, known)[1]) for vertex in raw.vertices]
+        return replace(raw, summary=driver.summarize(named, raw.summary.error_lines))
+
+    result = driver.build_with_policy(
+        driver.with_start_retry(attempt, warnings),
+        cache_used=request.mode != "clean",
+        no_cache=request.mode == "clean",
+        cache_names=request.cache_ref(request.branch),
+        warnings=warnings,
+    )
+    metadata = result.attempt.metadata.get(image.target) or {}
+    digest = str(metadata.get("containerimage.digest", ""))
+    if not digest:
+        raise driver.BuildFailed(f"bake reported no image digest for the target {image.target}")
+    summary = driver.summarize(own_vertices(result.built.vertices, known, built_before))
+    asked = {ref: rank for rank, ref in enumerate(request.cache_from_refs())}
+    summary = replace(
+        summary,
+        imported_refs=sorted(summary.imported_refs, key=lambda ref: asked.get(ref, len(asked))),
+    )
+    status = result.cache_status or driver.cold_or_warm(request, summary)
+    return ImageResult(image, digest, summary, status)
+
+
+def build(
+    base: driver.BuildRequest,
+    files: Sequence[str],
+    targets: Sequence[str],
+    *,
+    docker: str = "docker",
+    workdir: Path,
+) -> BakeReport:
+    """Build and push every image of the Bake file; raise BuildFailed if any fails."""
+    started = time.monotonic()
+    driver.check_buildx(docker)
+    driver.check_moving_tags(base)
+    definition = read_definition(docker, files, targets)
+    images = plan_images(definition, base)
+    known = list(definition.get("target") or {})
+    driver.info(
+        "images: "
+        + ", ".join(
+            image.target + (f" (on {', '.join(image.built_on)})" if image.built_on else "")
+            for image in images
+        )
+    )
+    images = with_write_once_tags(docker, images)
+    builder = driver.ensure_builder(docker, base.builder, base.buildkit_image, base.buildkit_mirror)
+    metadata_file = workdir / "bake-metadata.json"
+    override_file = workdir / "layercache-override.json"
+
+    def run(
+        image: BakeImage, use_cache: bool, export_cache: bool, no_cache: bool
+    ) -> driver.Attempt:
+        override = target_override(
+            image, use_cache=use_cache, export_cache=export_cache, no_cache=no_cache
+        )
+        override_file.write_text(json.dumps({"target": {image.target: override}}, indent=2))
+        args = bake_command(
+            files, override_file, [image.target], builder=builder, metadata_file=metadata_file
+        )
+        return driver.run_attempt(docker, args, metadata_file)
+
+    warnings: list[str] = []
+    built_before: set[str] = set()
+    results: list[ImageResult] = []
+    for number, image in enumerate(images, start=1):
+        driver.info(f"image {number}/{len(images)}: {image.target} -> {image.request.repository}")
+        results.append(
+            build_image(image, run, known=known, built_before=built_before, warnings=warnings)
+        )
+    return BakeReport(results, time.monotonic() - started, warnings, base.moving_tags())
