@@ -11,7 +11,10 @@ One table holds four kinds of item, told apart by the prefix of `pk`:
 - ``CLAIM#<image>#<branch>#<occasion>``: `Claim`, the exactly-once claim of one build
   request, where <occasion> is the commit (pushes) or ``nightly@<scheduled time>``.
 - ``HEAD#<image>#<branch>``: `BranchHead`, the newest commit the branch is known to be
-  at, the commits known to be older, and what its moving tags were last published to.
+  at, the commits known to be older, and what its moving tags were last published to
+  (one digest; with a Bake file, one digest per image repository, `published_images`).
+- ``REPOSITORIES#<image>``: the ECR repositories a Bake file's builds have published
+  to (`<image>/<target>`, one per target), so the pruner covers each of them.
 - ``DELIVERY#<id>``: kept only by older versions (expires); nothing writes it any more.
 
 `BuildsTable` is the adapter every writer and reader uses: typed records in, conditional
@@ -104,6 +107,10 @@ def branch_key(image: str, branch: str) -> str:
     return f"{image}#{branch}"
 
 
+def repositories_pk(image: str) -> str:
+    return f"REPOSITORIES#{image}"
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -158,6 +165,8 @@ class BranchHead:
     published_commit: str | None = None
     published_digest: str | None = None
     published_tags: tuple[str, ...] = ()
+    # With a Bake file: each image repository's name -> the digest its moving tags name.
+    published_images: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def pk(self) -> str:
@@ -210,6 +219,10 @@ class BranchHead:
             published_commit=_text(item, "published_commit"),
             published_digest=_text(item, "published_digest"),
             published_tags=tuple(item.get("published_tags") or ()),
+            published_images={
+                str(name): str(digest)
+                for name, digest in (item.get("published_images") or {}).items()
+            },
         )
 
 
@@ -508,17 +521,21 @@ class BuildsTable:
         commit: str,
         digest: str,
         tags: Sequence[str],
+        images: Mapping[str, str] | None = None,
     ) -> WriteResult:
         """Point the branch's moving tags at this build, only if no newer build holds them.
 
         Newer means a greater (sequence, requested_at); a commit the head knows to be
         older never publishes. The same build again is allowed (a retried publication).
+        `images`: a Bake file's build names one digest per image repository (and
+        `digest` is empty); all of them move in this one write.
         """
         return self.update(
             head_pk(image, branch),
             "SET image = if_not_exists(image, :image), branch = if_not_exists(branch, :branch),"
             " published_sequence = :sequence, published_requested_at = :requested_at,"
-            " published_commit = :commit, published_digest = :digest, published_tags = :tags",
+            " published_commit = :commit, published_digest = :digest, published_tags = :tags,"
+            " published_images = :images",
             values={
                 ":image": image,
                 ":branch": branch,
@@ -527,6 +544,7 @@ class BuildsTable:
                 ":commit": commit,
                 ":digest": digest,
                 ":tags": list(tags),
+                ":images": dict(images or {}),
             },
             condition=(
                 "(attribute_not_exists(older) OR NOT contains(older, :commit)) AND"
@@ -535,6 +553,22 @@ class BuildsTable:
                 " AND published_requested_at <= :requested_at))"
             ),
         )
+
+    # ------------------------------------------------------------ image repositories
+    def add_image_repositories(self, image: str, repositories: Sequence[str]) -> None:
+        """Remember the repositories a Bake file's build published to (a set: idempotent)."""
+        if not repositories:
+            return
+        self.update(
+            repositories_pk(image),
+            "SET image = if_not_exists(image, :image) ADD repositories :names",
+            values={":image": image, ":names": set(repositories)},
+        )
+
+    def image_repositories(self, image: str) -> list[str]:
+        """The repositories `add_image_repositories` remembered for `image`, sorted."""
+        item = self.get(repositories_pk(image)) or {}
+        return sorted(str(name) for name in item.get("repositories") or ())
 
     # ------------------------------------------------------------ claims
     def claim(self, pk: str) -> Claim | None:
