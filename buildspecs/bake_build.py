@@ -122,6 +122,24 @@ def target_dependencies(definition: Mapping[str, Any]) -> dict[str, list[str]]:
     }
 
 
+def check_acyclic(dependencies: Mapping[str, Sequence[str]]) -> None:
+    """Refuse targets that are built on each other (bake refuses them too, less clearly)."""
+    done: set[str] = set()
+
+    def visit(target: str, path: tuple[str, ...]) -> None:
+        if target in done:
+            return
+        for dependency in dependencies.get(target, ()):
+            if dependency in path:
+                cycle = " -> ".join((*path[path.index(dependency) :], dependency))
+                raise BakeDefinitionError(f"the Bake targets {cycle} depend on each other")
+            visit(dependency, (*path, dependency))
+        done.add(target)
+
+    for target in dependencies:
+        visit(target, (target,))
+
+
 def plan_images(definition: Mapping[str, Any], base: driver.BuildRequest) -> list[BakeImage]:
     """The images to publish, each in its own repository under `base.repository`, in the
     order they build (`build_order`).
@@ -142,20 +160,15 @@ def plan_images(definition: Mapping[str, Any], base: driver.BuildRequest) -> lis
             )
         components[component] = target
 
-    def published_bases(target: str, path: tuple[str, ...]) -> set[str]:
+    check_acyclic(dependencies)
+
+    def published_bases(target: str) -> set[str]:
         found: set[str] = set()
         for dependency in dependencies.get(target, []):
-            if dependency in path:
-                raise BakeDefinitionError(
-                    f"the Bake targets {' -> '.join((*path, dependency))} depend on each other"
-                )
-            if dependency in published:
-                found.add(dependency)
-            else:
-                found |= published_bases(dependency, (*path, dependency))
+            found |= {dependency} if dependency in published else published_bases(dependency)
         return found
 
-    bases = {target: published_bases(target, (target,)) for target in published}
+    bases = {target: published_bases(target) for target in published}
     depths: dict[str, int] = {}
 
     def depth_of(target: str) -> int:

@@ -220,6 +220,8 @@ def test_builds_table_is_on_demand() -> None:
         "NightlyTimeZone",
         "PathFilters",
         "SupersedeOlderBuilds",
+        "BakeFile",
+        "BakeTargets",
     ],
 )
 def test_parameters_exist_and_are_described(parameter: str) -> None:
@@ -371,6 +373,60 @@ def test_release_tags_are_immutable_in_ecr_while_branch_tags_move() -> None:
     variables = resource("ImageBuildProject")["Properties"]["Environment"]["EnvironmentVariables"]
     pattern = {"Ref": "ImmutableTagPattern"}
     assert {"Name": "LAYERCACHE_IMMUTABLE_TAG_PATTERN", "Value": pattern} in variables
+
+
+BAKE_PREFIX_ARN = {
+    "Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/"
+    "${ImageRepositoryName}/*"
+}
+
+
+def test_a_bake_files_images_get_repositories_created_on_push_with_the_image_settings() -> None:
+    spec = RESOURCES["ImageRepositoriesTemplate"]
+    assert spec["Condition"] == "UsesBakeFile"
+    assert TEMPLATE["Conditions"]["UsesBakeFile"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "BakeFile"}, ""]}]
+    }
+    props = spec["Properties"]
+    assert props["Prefix"] == {"Ref": "ImageRepositoryName"}  # ECR adds the `/`
+    assert props["AppliedFor"] == ["CREATE_ON_PUSH"]
+    image = resource("ImageRepository")["Properties"]
+    for setting in ("ImageTagMutability", "ImageTagMutabilityExclusionFilters"):
+        assert props[setting] == image[setting]
+    assert props["EncryptionConfiguration"] == image["EncryptionConfiguration"]
+    assert TEMPLATE["Parameters"]["BakeFile"]["Default"] == ""  # one Dockerfile, as before
+    variables = resource("ImageBuildProject")["Properties"]["Environment"]["EnvironmentVariables"]
+    assert {"Name": "LAYERCACHE_BAKE_FILE", "Value": {"Ref": "BakeFile"}} in variables
+    assert {"Name": "LAYERCACHE_BAKE_TARGETS", "Value": {"Ref": "BakeTargets"}} in variables
+
+
+def test_no_statement_grants_more_than_the_image_prefix_for_a_bake_files_images() -> None:
+    """Every ECR statement names the stack's repositories, or the prefix `<name>/*` only
+    under UsesBakeFile; repositories are created only by the build, under that prefix."""
+    allowed = [
+        {"Fn::GetAtt": ["ImageRepository", "Arn"]},
+        {"Fn::GetAtt": ["BuildKitMirrorRepository", "Arn"]},
+    ]
+    prefix_statements: dict[str, set[str]] = {}
+    for owner, wrapped in _statements():
+        conditional = "Fn::If" in wrapped
+        for statement in _plain(wrapped):
+            actions = statement["Action"]
+            actions = set(actions if isinstance(actions, list) else [actions])
+            if not any(action.startswith("ecr:") for action in actions):
+                continue
+            resources = statement["Resource"]
+            if resources == BAKE_PREFIX_ARN:
+                assert conditional and wrapped["Fn::If"][0] == "UsesBakeFile", owner
+                prefix_statements[owner] = actions
+            elif resources != "*" and "Fn::If" not in resources:
+                assert resources in allowed, f"{owner}: {resources}"
+            if "ecr:CreateRepository" in actions:
+                assert resources == BAKE_PREFIX_ARN, owner
+    assert "ecr:CreateRepository" in prefix_statements["BuildProjectRole"]
+    assert prefix_statements["BuildRecorderFunction"] == {"ecr:BatchGetImage", "ecr:PutImage"}
+    assert "ecr:BatchDeleteImage" in prefix_statements["ImagePrunerFunction"]
+    assert "ecr:BatchDeleteImage" not in prefix_statements["BuildProjectRole"]
 
 
 def test_the_pruner_cannot_download_function_code() -> None:
