@@ -54,7 +54,7 @@ unit: $(BIN)/.installed ## Unit tests only (no network)
 	$(BIN)/pytest tests/unit
 
 .PHONY: test
-test: lint build ## Lint, types, template checks, sam build, then every test
+test: lint build ## Lint, types, template checks, sam build, then every test but the timing ones
 	@status=0; $(BIN)/pytest || status=$$?; \
 	  if [ -n "$$PYTEST_STATUS_FILE" ]; then echo $$status > "$$PYTEST_STATUS_FILE"; fi; \
 	  exit $$status
@@ -63,8 +63,12 @@ test: lint build ## Lint, types, template checks, sam build, then every test
 demo: $(BIN)/.installed ## The whole pipeline end to end on an embedded AWS and a local registry
 	$(BIN)/layercache-dev demo
 
+.PHONY: timing
+timing: $(BIN)/.installed ## The tests that assert on wall-clock time (pytest -m timing)
+	$(BIN)/pytest -m timing
+
 .PHONY: bench
-bench: $(BIN)/.installed ## Build strategies side by side, and the pipeline's own overhead
+bench: timing ## The timing tests, then build strategies side by side and the pipeline's overhead
 	$(BIN)/layercache-dev bench
 
 .PHONY: clean

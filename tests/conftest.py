@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from layercache import dimensions
-from layercache_dev.lambda_context import FakeLambdaContext
-from layercache_dev.rig import BuilderKind, missing_prerequisites
+from layercache_dev.kit.lambda_context import FakeLambdaContext
+from layercache_dev.kit.prerequisites import BuilderKind, missing_prerequisites
 
 # Set before any boto3 client exists, so no test can reach a real account.
 os.environ.update(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from layercache.build_records import BuildsTable
 from layercache_cli.aws import AwsAccess, CommandError
@@ -38,6 +38,26 @@ def ratio(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1: {value}")
     return value
+
+
+def add_command_parser(
+    subparsers: Any, name: str, help: str, description: str | None
+) -> argparse.ArgumentParser:
+    """A command's parser whose --help shows `description` (a module docstring) as written."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def add_days_argument(parser: argparse.ArgumentParser, default: int, meaning: str) -> None:
+    """--days N: how far back a command reads (`meaning` says it for --help)."""
+    parser.add_argument(
+        "--days", type=positive_int, default=default, help=f"{meaning} (default {default})"
+    )
 
 
 def add_region_argument(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ from rich.text import Text
 from layercache.build_records import BuildsTable, build_pk
 from layercache.recording.build import build_id_of, console_url
 from layercache_cli.arguments import (
+    add_days_argument,
     add_table_arguments,
     open_builds_table,
     open_stack,
@@ -114,12 +115,7 @@ def add_builds_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--limit", type=positive_int, default=20, help="how many builds (default 20)"
     )
-    parser.add_argument(
-        "--days",
-        type=positive_int,
-        default=30,
-        help="how far back to look without --branch or a full --commit (default 30)",
-    )
+    add_days_argument(parser, 30, "how far back to look without --branch or a full --commit")
     parser.set_defaults(run=run_builds)
 
 

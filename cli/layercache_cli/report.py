@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from layercache_cli.arguments import (
+    add_days_argument,
     add_table_arguments,
     open_builds_table,
     open_stack,
@@ -193,9 +194,7 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__,
     )
     add_table_arguments(parser)
-    parser.add_argument(
-        "--days", type=positive_int, default=14, help="how many days back (default 14)"
-    )
+    add_days_argument(parser, 14, "how many days back")
     parser.add_argument(
         "--limit", type=positive_int, default=20, help="recent builds to list (default 20)"
     )

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from rich.console import RenderableType
 from rich.text import Text
 
-from layercache_cli.arguments import add_region_argument, positive_int
+from layercache_cli.arguments import add_command_parser, add_days_argument, add_region_argument
 from layercache_cli.aws import AwsAccess
 from layercache_cli.history import BuildRow, fetch_builds, newest_per_branch
 from layercache_cli.report import identified_builds_table
@@ -309,20 +309,15 @@ def health_renderables(health: StackHealth, region: str, now: datetime) -> list[
 
 
 def add_parser(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command_parser(
+        subparsers,
         "status",
-        help="is the stack healthy? last builds, failures, failure queues, the pruner",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "is the stack healthy? last builds, failures, failure queues, the pruner",
+        __doc__,
     )
     parser.add_argument("--stack", metavar="NAME", required=True, help="the layercache stack")
     add_region_argument(parser)
-    parser.add_argument(
-        "--days",
-        type=positive_int,
-        default=14,
-        help="show the last build of branches built in this many days (default 14)",
-    )
+    add_days_argument(parser, 14, "show the last build of branches built in this many days")
     parser.set_defaults(run=run)
 
 

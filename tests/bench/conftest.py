@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from layercache_dev.bench import Options, run_bench, write_results
-from layercache_dev.bench_report import Results
+from layercache_dev.bench.command import Options, run_bench, write_results
+from layercache_dev.bench.report import Results
 from tests.conftest import require_docker_tier
 
 

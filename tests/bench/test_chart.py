@@ -10,8 +10,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from layercache_dev.bench_builds import Strategy
-from layercache_dev.bench_chart import (
+from layercache_dev.bench.builds import Strategy
+from layercache_dev.bench.chart import (
     HEIGHT_PX,
     STRATEGY_COLORS,
     TITLE,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from layercache_dev.bench import BenchProgress, add_parser
-from layercache_dev.bench_report import check_targets, results_json
+from layercache_dev.bench.command import BenchProgress, add_parser
+from layercache_dev.bench.report import check_targets, results_json
 
 from .test_report import make_results
 

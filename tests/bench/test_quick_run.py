@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from layercache_dev.bench_builds import STRATEGIES, Run, Strategy
-from layercache_dev.bench_workload import SCENARIOS, STEPS, Scenario
-from layercache_dev.rig import Registry, parse_registry_log
+from layercache_dev.bench.builds import STRATEGIES, Run, Strategy
+from layercache_dev.bench.workload import SCENARIOS, STEPS, Scenario
+from layercache_dev.kit.registry import Registry, parse_registry_log
 
 from .conftest import QuickRun
 
@@ -105,5 +105,11 @@ def test_the_webhook_answers_before_and_apart_from_start_build(quick_run: QuickR
     assert throttled["start_build_calls_per_build"] == refusals + 1
     assert throttled["starter_invocations_per_request"] == 1
     assert throttled["until_start_build"]["median_ms"] > throttled["answer"]["median_ms"]
-    # The answer never waits on CodeBuild: throttling leaves it where it was.
-    assert throttled["answer"]["median_ms"] <= 3 * webhook["median_ms"]
+
+
+@pytest.mark.timing
+def test_throttling_leaves_the_webhooks_answer_where_it_was(quick_run: QuickRun) -> None:
+    """The answer never waits on CodeBuild: a ratio of two medians within one run, so a
+    loaded machine can still skew it (the `timing` tier)."""
+    webhook = quick_run.results.overhead["webhook"]
+    assert webhook["throttled"]["answer"]["median_ms"] <= 3 * webhook["median_ms"]

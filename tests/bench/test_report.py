@@ -10,8 +10,8 @@ from io import StringIO
 import pytest
 from rich.console import Console
 
-from layercache_dev.bench_builds import STRATEGIES, Cell, Run, Strategy
-from layercache_dev.bench_report import (
+from layercache_dev.bench.builds import STRATEGIES, Cell, Run, Strategy
+from layercache_dev.bench.report import (
     Results,
     TextTable,
     check_targets,
@@ -23,7 +23,7 @@ from layercache_dev.bench_report import (
     terminal_report,
     terminal_text,
 )
-from layercache_dev.bench_workload import SCENARIOS, Scenario
+from layercache_dev.bench.workload import SCENARIOS, Scenario
 
 IMAGE = 300_000_000
 # Median wall seconds per (strategy, scenario); the three runs are value-1, value, value+5.

@@ -6,7 +6,6 @@ definitions (the table, the failure queues, the pruner's log group and their out
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -18,11 +17,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from layercache_dev.template import load_template
+from layercache_dev.kit.embedded_aws import EmbeddedAws
+from layercache_dev.kit.template import load_template
 
 REGION = "us-east-1"
 IMAGE = "team/service"
@@ -43,18 +41,8 @@ RESOLVED_OUTPUTS = {
 }
 
 
-@dataclass(frozen=True)
-class MotoServer:
-    endpoint: str
-
-    def client(self, service: str) -> Any:
-        return boto3.client(  # type: ignore[call-overload]
-            service,
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
+class MotoServer(EmbeddedAws):
+    """The kit's embedded AWS (moto's server on a thread), and the shell users run in."""
 
     def command_env(
         self,
@@ -96,12 +84,8 @@ class ServedStack:
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield MotoServer(f"http://{host}:{port}")
-    server.stop()
+    with MotoServer() as server:
+        yield server
 
 
 def stack_template(
@@ -238,13 +222,7 @@ SEEDED = [
 
 
 def seed(server: MotoServer, table_name: str, items: Sequence[Mapping[str, Any]]) -> None:
-    table = boto3.resource(
-        "dynamodb",
-        region_name=REGION,
-        endpoint_url=server.endpoint,
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    ).Table(table_name)
+    table = server.resource("dynamodb").Table(table_name)
     for item in items:
         table.put_item(Item=dict(item))
     # Not a build: every command must skip it even though it has the indexes' keys.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -173,42 +174,54 @@ def iam_enforcement(moto_server: MotoServer) -> Iterator[None]:
         reset_auth(moto_server, float("inf"))
 
 
-def test_access_denied_to_the_table(moto_server: MotoServer, seeded_stack: ServedStack) -> None:
-    keys = user_keys(moto_server, ["cloudformation:Describe*"])
-
+def run_checked_by_iam(
+    moto_server: MotoServer, arguments: list[str], keys: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`layercache ARGUMENTS` with `keys`, every request checked against IAM."""
     with iam_enforcement(moto_server):
-        result = run_command(
-            ["report", "--stack", seeded_stack.name], moto_server.command_env(keys)
-        )
-
-    assert_one_line_error(
-        result,
-        "layercache report: access denied (Query): User: arn:aws:iam::123456789012:user/reader-",
-        " is not authorized to perform: dynamodb:Query",
-    )
+        return run_command(arguments, moto_server.command_env(keys))
 
 
-def test_access_denied_to_the_stack(moto_server: MotoServer, seeded_stack: ServedStack) -> None:
-    keys = user_keys(moto_server, [])
+@pytest.mark.parametrize(
+    ("command", "allowed_actions", "expected"),
+    [
+        (
+            "report",
+            ["cloudformation:Describe*"],
+            (
+                "layercache report: access denied (Query): User: "
+                "arn:aws:iam::123456789012:user/reader-",
+                " is not authorized to perform: dynamodb:Query",
+            ),
+        ),
+        (
+            "status",
+            [],
+            (
+                "layercache status: access denied (DescribeStacks): User: ",
+                " is not authorized to perform: cloudformation:DescribeStacks",
+            ),
+        ),
+    ],
+    ids=["to-the-table", "to-the-stack"],
+)
+def test_access_denied(
+    command: str,
+    allowed_actions: list[str],
+    expected: tuple[str, ...],
+    moto_server: MotoServer,
+    seeded_stack: ServedStack,
+) -> None:
+    keys = user_keys(moto_server, allowed_actions)
 
-    with iam_enforcement(moto_server):
-        result = run_command(
-            ["status", "--stack", seeded_stack.name], moto_server.command_env(keys)
-        )
+    result = run_checked_by_iam(moto_server, [command, "--stack", seeded_stack.name], keys)
 
-    assert_one_line_error(
-        result,
-        "layercache status: access denied (DescribeStacks): User: ",
-        " is not authorized to perform: cloudformation:DescribeStacks",
-    )
+    assert_one_line_error(result, *expected)
 
 
 def test_credentials_aws_does_not_know(moto_server: MotoServer, seeded_stack: ServedStack) -> None:
     unknown = {"AWS_ACCESS_KEY_ID": "AKIAUNKNOWNUNKNOWN00", "AWS_SECRET_ACCESS_KEY": "x" * 40}
 
-    with iam_enforcement(moto_server):
-        result = run_command(
-            ["report", "--stack", seeded_stack.name], moto_server.command_env(unknown)
-        )
+    result = run_checked_by_iam(moto_server, ["report", "--stack", seeded_stack.name], unknown)
 
     assert_one_line_error(result, "layercache report: AWS rejected the credentials (")

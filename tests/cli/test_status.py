@@ -4,10 +4,8 @@ real pruner logs it."""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import json
-import logging
 import re
 import uuid
 from datetime import timedelta
@@ -21,9 +19,9 @@ from layercache.pruning.model import OCI_MANIFEST
 from layercache.pruning.service import Pruner
 from layercache.pruning.settings import PrunerSettings
 from layercache_cli import stack as stack_names
-from layercache_dev.lambda_context import FakeLambdaContext
-from layercache_dev.moto_ecr import ecr_like_batch_delete
-from layercache_dev.template import function_handler, load_template
+from layercache_dev.kit.functions import function_module, invoke_function, log_handlers_writing_to
+from layercache_dev.kit.moto_ecr import ecr_like_batch_delete_image
+from layercache_dev.kit.template import load_template
 from tests.integration.pruning.conftest import sample as pruner_sample
 
 from .conftest import (
@@ -98,29 +96,13 @@ def pruner_output(
         prune_check_lambda_functions=False,
     )
     pruner = Pruner(settings, EcrRegistry(ecr), clock=lambda: NOW + timedelta(days=30))
-    module_name, _, name = function_handler("ImagePrunerFunction").rpartition(".")
-    module = importlib.import_module(module_name)
-    monkeypatch.setattr(module, "default_service", lambda: pruner)
+    monkeypatch.setattr(function_module("ImagePrunerFunction"), "default_service", lambda: pruner)
     capsys.readouterr()
     # Powertools' log handlers keep the stream they were created with (an earlier test's
     # stdout, in a full run): point them at a buffer while the handler runs.
     logs = io.StringIO()
-    handlers = [
-        handler
-        for logger in [
-            logging.getLogger(),
-            *map(logging.getLogger, logging.root.manager.loggerDict),
-        ]
-        for handler in logger.handlers
-        if type(handler) is logging.StreamHandler
-    ]
-    streams = [handler.setStream(logs) for handler in handlers]
-    try:
-        result = getattr(module, name)(pruner_sample("daily-schedule.json"), FakeLambdaContext())
-    finally:
-        for handler, stream in zip(handlers, streams, strict=True):
-            if stream is not None:
-                handler.setStream(stream)
+    with log_handlers_writing_to(logs):
+        result = invoke_function("ImagePrunerFunction", pruner_sample("daily-schedule.json"))
     assert result["status"] == "pruned"
     return logs.getvalue().splitlines() + capsys.readouterr().out.splitlines()
 
@@ -128,20 +110,9 @@ def pruner_output(
 @pytest.fixture
 def ecr_reports_untagged_deletes(monkeypatch: pytest.MonkeyPatch) -> None:
     """moto's BatchDeleteImage answered as ECR's: deleted untagged images are reported."""
-    original = ECRBackend.batch_delete_image
-
-    def batch_delete_image(
-        self: ECRBackend,
-        repository_name: str,
-        registry_id: str | None = None,
-        image_ids: list[dict[str, str]] | None = None,
-    ) -> dict[str, Any]:
-        response, _ = ecr_like_batch_delete(
-            original, self, repository_name, registry_id, list(image_ids or [])
-        )
-        return response
-
-    monkeypatch.setattr(ECRBackend, "batch_delete_image", batch_delete_image)
+    monkeypatch.setattr(
+        ECRBackend, "batch_delete_image", ecr_like_batch_delete_image(ECRBackend.batch_delete_image)
+    )
 
 
 def write_lambda_log(

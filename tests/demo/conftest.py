@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from layercache_dev.rig import ROOT
+from layercache_dev.kit.paths import ROOT
 from tests.conftest import require_docker_tier
 
 
@@ -101,19 +101,39 @@ class DemoProcess:
         assert self.process.stderr is not None
         return self.process.stderr.read()
 
+    def processes(self, *, marked: bool = True) -> list[tuple[str, bytes]]:
+        """(pid, command line) of each process carrying the marker (the demo and the
+        children that inherit its environment), or of every process (`marked=False`)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if not marked or self.marker.encode() in (entry / "environ").read_bytes():
+                    found.append((entry.name, (entry / "cmdline").read_bytes()))
+            except OSError:
+                continue
+        return found
+
+    def wait_for_command(self, timeout: float, *fragments: bytes) -> bytes:
+        """The command line of the first process holding every one of `fragments`; fails if
+        none runs within `timeout` seconds or the demo ends first. (The buildspec runs in
+        an environment of its own, without the marker: any process is looked at.)"""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, command in self.processes(marked=False):
+                if all(fragment in command for fragment in fragments):
+                    return command
+            if self.process.poll() is not None:
+                pytest.fail(f"the demo ended ({self.process.returncode}):\n{self.all_output()}")
+            time.sleep(0.1)
+        pytest.fail(f"no process running {fragments!r} within {timeout:.0f}s:\n{self.output}")
+
     def leftover_processes(self, timeout: float = 15.0) -> list[str]:
         """Processes still carrying the marker, after waiting up to `timeout` for them to end."""
         deadline = time.monotonic() + timeout
         while True:
-            left = []
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    if self.marker.encode() in (entry / "environ").read_bytes():
-                        left.append(f"{entry.name}: {(entry / 'cmdline').read_bytes()!r}")
-                except OSError:
-                    continue
+            left = [f"{pid}: {command!r}" for pid, command in self.processes()]
             if not left or time.monotonic() > deadline:
                 return left
             time.sleep(0.5)

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from layercache_dev.rig import BuilderKind, Rig
+from layercache_dev.kit.prerequisites import BuilderKind
+from layercache_dev.kit.rig import Rig
 from tests.conftest import require_docker_tier
 
 

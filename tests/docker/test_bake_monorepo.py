@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from layercache_dev.rig import BuildOutcome, Rig
+from layercache_dev.kit.buildspec import BuildOutcome
+from layercache_dev.kit.rig import Rig
 
 pytestmark = pytest.mark.docker
 

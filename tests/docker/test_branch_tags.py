@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from layercache.pruning.model import BUILDKIT_CACHE_CONFIG
-from layercache_dev.driver import build_driver
-from layercache_dev.rig import BuildOutcome, Rig
+from layercache_dev.kit.buildspec import BuildOutcome
+from layercache_dev.kit.driver import build_driver
+from layercache_dev.kit.rig import Rig
 
 pytestmark = pytest.mark.docker
 

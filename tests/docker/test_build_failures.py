@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from layercache_dev.rig import SAMPLE_DOCKERFILE, START_FAILURE_MESSAGE, BuildOutcome, Rig
+from layercache_dev.kit.buildkit import START_FAILURE_MESSAGE
+from layercache_dev.kit.buildspec import BuildOutcome
+from layercache_dev.kit.rig import SAMPLE_DOCKERFILE, Rig
 
 pytestmark = pytest.mark.docker
 

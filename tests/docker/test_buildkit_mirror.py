@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from layercache_dev.driver import build_driver
-from layercache_dev.rig import Rig
+from layercache_dev.kit.driver import build_driver
+from layercache_dev.kit.rig import Rig
 
 pytestmark = pytest.mark.docker
 

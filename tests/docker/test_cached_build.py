@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from layercache_dev.driver import build_driver
-from layercache_dev.rig import SAMPLE_DOCKERFILE, BuildOutcome, Rig
+from layercache_dev.kit.buildspec import BuildOutcome
+from layercache_dev.kit.driver import build_driver
+from layercache_dev.kit.rig import SAMPLE_DOCKERFILE, Rig
 
 pytestmark = pytest.mark.docker
 
@@ -77,8 +78,13 @@ def test_cold_build_pushes_image_and_cache(rig: Rig, context: Path, repo: str) -
     assert variables["LAYERCACHE_CACHE_STATUS"] == "cold"
     assert variables["LAYERCACHE_TOTAL_STEPS"] == str(STEPS)
     assert variables["LAYERCACHE_CACHED_STEPS"] == "0"
-    assert 5.0 < float(variables["LAYERCACHE_BUILD_SECONDS"]) < outcome.seconds
-    assert 0.0 <= float(variables["LAYERCACHE_PUSH_SECONDS"]) < outcome.seconds
+    # The driver's own times lie within the buildspec's run, and the build's covers the
+    # steps: at least the 5 s the builder stage sleeps. Bounds a loaded machine cannot
+    # break (it only makes every part slower); speed itself is the `timing` tier's.
+    build_seconds = float(variables["LAYERCACHE_BUILD_SECONDS"])
+    push_seconds = float(variables["LAYERCACHE_PUSH_SECONDS"])
+    assert 5.0 < build_seconds < outcome.seconds
+    assert 0.0 <= push_seconds < outcome.seconds
 
     # mode=max: the cache holds the builder stage's layers too, not only the image's.
     cache = rig.registry.manifest(name, "cache-main")
@@ -99,7 +105,7 @@ def test_cold_build_pushes_image_and_cache(rig: Rig, context: Path, repo: str) -
 def test_unchanged_rebuild_is_all_cache_and_downloads_no_layer(
     rig: Rig, context: Path, repo: str
 ) -> None:
-    cold = cold_build(rig, context, repo)
+    cold_build(rig, context, repo)
 
     mark = rig.registry.mark()
     warm = rig.build(context, repository=repo, branch="main", commit=new_commit())
@@ -112,6 +118,20 @@ def test_unchanged_rebuild_is_all_cache_and_downloads_no_layer(
     assert warm.variables["LAYERCACHE_CACHE_STATUS"] == "warm"
     assert traffic.layer_downloads == [], traffic.layer_downloads
     assert traffic.downloaded_bytes < 64 * 1024  # manifests' configs only
+
+
+@pytest.mark.timing
+def test_unchanged_rebuild_takes_under_half_the_cold_time(
+    rig: Rig, context: Path, repo: str
+) -> None:
+    """Every step cached (the test above) makes the rebuild fast: the cold build sleeps
+    about 9 s in its steps, the cached one runs none of them."""
+    cold = cold_build(rig, context, repo)
+
+    warm = rig.build(context, repository=repo, branch="main", commit=new_commit())
+    assert_ok(warm)
+
+    assert warm.variables["LAYERCACHE_CACHE_HIT_RATIO"] == "1.000"
     assert warm.seconds < 0.5 * cold.seconds, (warm.seconds, cold.seconds)
 
 

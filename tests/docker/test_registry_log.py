@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from layercache_dev.rig import parse_registry_log
+from layercache_dev.kit.registry import parse_registry_log
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64

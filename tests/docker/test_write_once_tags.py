@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from layercache_dev.rig import Rig
+from layercache_dev.kit.rig import Rig
 
 pytestmark = pytest.mark.docker
 

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from layercache_dev.embedded_aws import Stack, StackNames, deploy_stack
+from layercache_dev.kit.embedded_aws import Stack, StackNames, deploy_stack
 
 REGION = "us-east-1"
 

@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from layercache import aws
-from layercache_dev.moto_codebuild import codebuild_like
+from layercache_dev.kit.moto_codebuild import codebuild_like
 
 
 @pytest.mark.parametrize(

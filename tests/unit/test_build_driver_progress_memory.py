@@ -17,7 +17,7 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-from layercache_dev.driver import build_driver
+from layercache_dev.kit.driver import build_driver
 
 LOG_BYTES = 16 * 1024 * 1024
 STEPS = 300

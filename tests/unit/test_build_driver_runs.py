@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from layercache_dev.driver import build_driver
+from layercache_dev.kit.driver import build_driver
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 REPO = "registry.example:5000/team/app"

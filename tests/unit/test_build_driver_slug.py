@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from layercache.pruning import model
-from layercache_dev.driver import DRIVER_PATH, build_driver
+from layercache_dev.kit.driver import DRIVER_PATH, build_driver
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNC = ROOT / "scripts" / "sync_slug.py"

@@ -7,6 +7,7 @@ each of them:
   (maxResults 1..1000, default 100, nextToken) and records the page sizes asked for.
 - moto deletes a manifest an index still references: `ecr_like` refuses it as ECR does,
   with the failure code ImageReferencedByManifestList, and counts the refusals.
+(`ecr_like` installs the kit's models: layercache_dev.kit.moto_ecr.)
 - moving a tag deletes the old image when it had no other tag, where ECR leaves it untagged:
   `Registry` moves tags itself, so superseded indexes and cache manifests stay, untagged.
 """
@@ -14,18 +15,16 @@ each of them:
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import boto3
 import pytest
 from moto.core.models import DEFAULT_ACCOUNT_ID
-from moto.core.responses import ActionResult
 from moto.ecr.models import ECRBackend, ecr_backends
 from moto.ecr.responses import ECRResponse
 
@@ -36,9 +35,12 @@ from layercache.pruning.model import (
     OCI_MANIFEST,
     branch_slug,
 )
-from layercache.pruning.service import default_service
-from layercache_dev.moto_ecr import ecr_like_batch_delete
-from layercache_dev.template import function_handler
+from layercache_dev.kit.functions import fresh_service
+from layercache_dev.kit.moto_ecr import (
+    EcrCalls,
+    ecr_like_batch_delete_image,
+    ecr_like_describe_images,
+)
 from tests.conftest import emitted_metrics
 
 REGION = "us-east-1"
@@ -60,57 +62,18 @@ def commit_of(name: str) -> str:
     return hashlib.sha1(name.encode()).hexdigest()  # noqa: S324 - a fake git commit id
 
 
-@dataclass
-class EcrLike:
-    """What the ECR model saw: DescribeImages page sizes, batch sizes, refusals."""
-
-    describe_page_sizes: list[int | None] = field(default_factory=list)
-    delete_batch_sizes: list[int] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-
-
 @pytest.fixture
-def ecr_like(monkeypatch: pytest.MonkeyPatch) -> EcrLike:
-    seen = EcrLike()
-    original_delete = ECRBackend.batch_delete_image
-
-    def batch_delete_image(
-        self: ECRBackend,
-        repository_name: str,
-        registry_id: str | None = None,
-        image_ids: list[dict[str, str]] | None = None,
-    ) -> dict[str, Any]:
-        image_ids = list(image_ids or [])
-        if not any("imageDigest" in image_id for image_id in image_ids):
-            # By tag only: moto's own tag moves come this way; nothing to refuse.
-            return original_delete(self, repository_name, registry_id, image_ids)
-        seen.delete_batch_sizes.append(len(image_ids))
-        assert len(image_ids) <= 100, "ECR takes at most 100 image ids per BatchDeleteImage"
-        response, refused = ecr_like_batch_delete(
-            original_delete, self, repository_name, registry_id, image_ids
-        )
-        seen.refused.extend(refused)
-        return response
-
-    original_describe = ECRResponse.describe_images
-
-    def describe_images(self: ECRResponse) -> Any:
-        max_results = self._get_param("maxResults")
-        seen.describe_page_sizes.append(max_results)
-        if self._get_param("imageIds"):
-            return original_describe(self)
-        assert max_results is None or 1 <= max_results <= 1000, "ECR: maxResults 1..1000"
-        limit = max_results or 100
-        start = int(self._get_param("nextToken") or 0)
-        payload = cast(dict[str, Any], original_describe(self).result)
-        details = payload["imageDetails"]
-        page: dict[str, Any] = {"imageDetails": details[start : start + limit]}
-        if start + limit < len(details):
-            page["nextToken"] = str(start + limit)
-        return ActionResult(page)
-
-    monkeypatch.setattr(ECRBackend, "batch_delete_image", batch_delete_image)
-    monkeypatch.setattr(ECRResponse, "describe_images", describe_images)
+def ecr_like(monkeypatch: pytest.MonkeyPatch) -> EcrCalls:
+    """moto's ECR answering BatchDeleteImage and DescribeImages as ECR; what they saw."""
+    seen = EcrCalls()
+    monkeypatch.setattr(
+        ECRBackend,
+        "batch_delete_image",
+        ecr_like_batch_delete_image(ECRBackend.batch_delete_image, seen),
+    )
+    monkeypatch.setattr(
+        ECRResponse, "describe_images", ecr_like_describe_images(ECRResponse.describe_images, seen)
+    )
     return seen
 
 
@@ -328,11 +291,8 @@ PrunerHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 @pytest.fixture
 def pruner_handler() -> Iterator[PrunerHandler]:
     """ImagePrunerFunction's handler, by the template's Handler string, with a fresh service."""
-    default_service.cache_clear()
-    module_name, _, attribute = function_handler(PRUNER_FUNCTION).rpartition(".")
-    found: PrunerHandler = getattr(importlib.import_module(module_name), attribute)
-    yield found
-    default_service.cache_clear()
+    with fresh_service(PRUNER_FUNCTION) as handler:
+        yield handler
 
 
 def sample(name: str) -> dict[str, Any]:

@@ -8,10 +8,11 @@ from typing import Any
 import boto3
 import pytest
 
+from layercache_dev.kit.moto_ecr import EcrCalls
+
 from .conftest import (
     PRUNER_FUNCTION,
     REGION,
-    EcrLike,
     PrunerHandler,
     Registry,
     emf_metrics,
@@ -38,7 +39,7 @@ def log_records(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str
 
 def test_a_successful_build_prunes_the_repository(
     registry: Registry,
-    ecr_like: EcrLike,
+    ecr_like: EcrCalls,
     function_env: Any,
     lambda_context: Any,
     pruner_handler: PrunerHandler,
@@ -66,7 +67,7 @@ def test_a_successful_build_prunes_the_repository(
 
 def test_the_daily_schedule_in_dry_run_logs_the_plan_and_deletes_nothing(
     registry: Registry,
-    ecr_like: EcrLike,
+    ecr_like: EcrCalls,
     function_env: Any,
     lambda_context: Any,
     pruner_handler: PrunerHandler,
@@ -95,7 +96,7 @@ def test_the_daily_schedule_in_dry_run_logs_the_plan_and_deletes_nothing(
 
 def test_a_list_of_repositories_is_pruned_repository_by_repository(
     registry: Registry,
-    ecr_like: EcrLike,
+    ecr_like: EcrCalls,
     function_env: Any,
     lambda_context: Any,
     pruner_handler: PrunerHandler,

@@ -14,8 +14,9 @@ from layercache.pruning.model import BUILDKIT_CACHE_CONFIG, ChildRole
 from layercache.pruning.plan import Policy, Reason, make_plan
 from layercache.pruning.service import Pruner, dry_run_plan
 from layercache.pruning.settings import PrunerSettings
+from layercache_dev.kit.moto_ecr import EcrCalls
 
-from .conftest import NOW, REGION, EcrLike, Registry, refuse_deleting
+from .conftest import NOW, REGION, Registry, refuse_deleting
 
 POLICY = Policy(keep_per_branch=2, keep_days=7)
 
@@ -59,7 +60,7 @@ def seed_history(registry: Registry) -> dict[str, Any]:
 
 
 def test_the_snapshot_reads_indexes_children_and_cache_manifests(
-    registry: Registry, ecr_like: EcrLike
+    registry: Registry, ecr_like: EcrCalls
 ) -> None:
     history = seed_history(registry)
     images = {image.digest: image for image in ecr_registry().snapshot(registry.repository)}
@@ -82,7 +83,7 @@ def test_the_snapshot_reads_indexes_children_and_cache_manifests(
 
 
 def test_prune_keeps_exactly_what_the_policy_says_and_deletes_in_safe_order(
-    registry: Registry, ecr_like: EcrLike
+    registry: Registry, ecr_like: EcrCalls
 ) -> None:
     history = seed_history(registry)
     main, feature, release = history["main"], history["feature"], history["release"]
@@ -120,7 +121,7 @@ def test_prune_keeps_exactly_what_the_policy_says_and_deletes_in_safe_order(
     assert registry.digests() == expected_kept
 
 
-def test_the_refusal_model_is_active(registry: Registry, ecr_like: EcrLike) -> None:
+def test_the_refusal_model_is_active(registry: Registry, ecr_like: EcrCalls) -> None:
     build = registry.push_build("main", "m")
     client = boto3.client("ecr", region_name=REGION)
     response = client.batch_delete_image(
@@ -131,7 +132,7 @@ def test_the_refusal_model_is_active(registry: Registry, ecr_like: EcrLike) -> N
 
 
 def test_an_index_pushed_after_planning_keeps_the_manifest_it_shares(
-    registry: Registry, ecr_like: EcrLike
+    registry: Registry, ecr_like: EcrCalls
 ) -> None:
     old = registry.push_build("main", "old", days_ago=30)
     registry.push_build("main", "new", days_ago=20)
@@ -154,7 +155,7 @@ def test_an_index_pushed_after_planning_keeps_the_manifest_it_shares(
 
 
 def test_a_manifest_whose_index_could_not_be_deleted_is_left_alone(
-    registry: Registry, ecr_like: EcrLike, monkeypatch: pytest.MonkeyPatch
+    registry: Registry, ecr_like: EcrCalls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stuck = registry.push_build("main", "stuck", days_ago=30)
     registry.push_build("main", "b", days_ago=20)
@@ -171,7 +172,7 @@ def test_a_manifest_whose_index_could_not_be_deleted_is_left_alone(
 
 
 def test_two_pruners_at_once_find_the_others_deletions_gone(
-    registry: Registry, ecr_like: EcrLike
+    registry: Registry, ecr_like: EcrCalls
 ) -> None:
     for n in range(4):
         registry.push_build("main", f"m{n}", days_ago=30 - n)
@@ -191,7 +192,7 @@ def test_two_pruners_at_once_find_the_others_deletions_gone(
 
 
 def test_pagination_over_1000_images_and_deletion_in_chunks_of_100(
-    registry: Registry, ecr_like: EcrLike
+    registry: Registry, ecr_like: EcrCalls
 ) -> None:
     for n in range(1150):
         registry.push_untagged(f"superseded-cache-{n}", days_ago=20 + n / 100, cache=True)
@@ -226,7 +227,7 @@ def test_pagination_over_1000_images_and_deletion_in_chunks_of_100(
 
 
 def test_storage_stops_growing_with_the_number_of_builds(
-    registry: Registry, ecr_like: EcrLike
+    registry: Registry, ecr_like: EcrCalls
 ) -> None:
     """Forty days of builds on two branches, pruning after each: the repository levels off."""
     sizes: list[int] = []

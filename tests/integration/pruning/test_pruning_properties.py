@@ -29,8 +29,9 @@ from hypothesis import strategies as st
 from layercache.pruning.ecr import EcrRegistry
 from layercache.pruning.model import BUILDKIT_CACHE_CONFIG, OCI_INDEX, OCI_MANIFEST, branch_slug
 from layercache.pruning.plan import Policy, Reason, make_plan
+from layercache_dev.kit.moto_ecr import EcrCalls
 
-from .conftest import NOW, OCI_CONFIG, OCI_EMPTY, REGION, EcrLike, Registry
+from .conftest import NOW, OCI_CONFIG, OCI_EMPTY, REGION, Registry
 
 BRANCHES = ["main", "feature/a", "v2"]
 _repositories = itertools.count()
@@ -157,7 +158,7 @@ def push(registry: Registry, manifests: list[Manifest]) -> None:
 )
 @given(case=repositories())
 def test_pruning_keeps_what_is_needed_and_frees_the_rest(
-    case: tuple[list[Manifest], Policy], stack: Any, ecr_like: EcrLike
+    case: tuple[list[Manifest], Policy], stack: Any, ecr_like: EcrCalls
 ) -> None:
     manifests, policy = case
     name = f"prop/repo-{next(_repositories)}"

@@ -15,13 +15,13 @@ from layercache.pruning.in_use import EcsServices
 from layercache.pruning.plan import Policy, Reason, make_plan
 from layercache.pruning.service import Pruner
 from layercache.pruning.settings import PrunerSettings
+from layercache_dev.kit.moto_ecr import EcrCalls
 
 from .conftest import (
     NOW,
     PRUNER_FUNCTION,
     REGION,
     SPDX_SBOM,
-    EcrLike,
     PrunerHandler,
     Registry,
     emf_metrics,
@@ -38,7 +38,7 @@ def ecr_registry() -> EcrRegistry:
 
 def test_a_refused_delete_is_a_reported_outcome_not_a_crash(
     registry: Registry,
-    ecr_like: EcrLike,
+    ecr_like: EcrCalls,
     function_env: Any,
     lambda_context: Any,
     pruner_handler: PrunerHandler,
@@ -73,7 +73,7 @@ def test_a_refused_delete_is_a_reported_outcome_not_a_crash(
 
 def test_a_repository_that_cannot_be_pruned_does_not_stop_the_others(
     registry: Registry,
-    ecr_like: EcrLike,
+    ecr_like: EcrCalls,
     function_env: Any,
     lambda_context: Any,
     pruner_handler: PrunerHandler,
@@ -100,7 +100,7 @@ def test_a_repository_that_cannot_be_pruned_does_not_stop_the_others(
 
 
 def test_a_tag_moved_onto_an_image_after_planning_saves_it(
-    registry: Registry, ecr_like: EcrLike
+    registry: Registry, ecr_like: EcrCalls
 ) -> None:
     """A rollback moves `latest` onto an old build while the pruner runs."""
     old = registry.push_build("main", "old", days_ago=30)
@@ -121,7 +121,7 @@ def test_a_tag_moved_onto_an_image_after_planning_saves_it(
 
 
 def test_signatures_and_sboms_live_and_die_with_their_image(
-    registry: Registry, ecr_like: EcrLike
+    registry: Registry, ecr_like: EcrCalls
 ) -> None:
     old = registry.push_build("main", "old", days_ago=30)
     current = registry.push_build("main", "current", days_ago=10)
@@ -149,7 +149,7 @@ def test_signatures_and_sboms_live_and_die_with_their_image(
 
 
 def test_a_referrer_is_not_deleted_when_its_image_could_not_be(
-    registry: Registry, ecr_like: EcrLike, monkeypatch: pytest.MonkeyPatch
+    registry: Registry, ecr_like: EcrCalls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = registry.push_build("main", "old", days_ago=30)
     registry.push_build("main", "current", days_ago=10)
@@ -188,7 +188,7 @@ def test_ecrs_subject_field_in_describe_images_needs_no_manifest_read() -> None:
 
 
 def test_an_ecs_service_scaled_to_zero_keeps_the_images_it_would_start(
-    registry: Registry, ecr_like: EcrLike
+    registry: Registry, ecr_like: EcrCalls
 ) -> None:
     """One task definition names an old build by tag, another one by digest; neither runs."""
     by_tag = registry.push_build("main", "by-tag", days_ago=40)

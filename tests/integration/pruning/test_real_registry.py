@@ -2,7 +2,7 @@
 
 The plan is computed from the registry's own manifests (every revision it stores, tagged
 or not); nothing is deleted here, deletion is ECR's business. Needs the docker tier (see
-tools/layercache_dev/rig.py); skipped without it unless LAYERCACHE_REQUIRE_DOCKER=1.
+tools/layercache_dev/kit/rig.py); skipped without it unless LAYERCACHE_REQUIRE_DOCKER=1.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from layercache.pruning.model import (
     parse_index_children,
 )
 from layercache.pruning.plan import Policy, Reason, make_plan
-from layercache_dev.rig import Rig
+from layercache_dev.kit.rig import Rig
 from tests.conftest import require_docker_tier
 
 pytestmark = pytest.mark.docker

@@ -29,10 +29,12 @@ from layercache.build_records import (
     parse_timestamp,
 )
 from layercache.recording.events import BuildStateChangeEvent, parse_event_time
+from layercache_dev.kit.functions import fresh_service
 
 EVENTS = Path(__file__).resolve().parents[3] / "events" / "build-recorder"
 REGION = "us-east-1"
 IMAGE = "team/service"
+RECORDER = "BuildRecorderFunction"
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -144,6 +146,14 @@ class StubbedCodeBuild:
 
     def will_return(self, build: dict[str, Any]) -> None:
         self.stubber.add_response("batch_get_builds", {"builds": [build]}, {"ids": [build["id"]]})
+
+
+@pytest.fixture
+def fresh_recorder() -> Iterator[None]:
+    """BuildRecorderFunction's cached service forgotten before and after the test: the
+    test's environment (`function_env`) is what its first invocation reads."""
+    with fresh_service(RECORDER):
+        yield
 
 
 @pytest.fixture

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from layercache_dev.lambda_context import FakeLambdaContext
-from layercache_dev.template import function_handler
+from layercache_dev.kit.functions import Handler, fresh_service
+from layercache_dev.kit.lambda_context import FakeLambdaContext
 
-from .conftest import sample, trigger_write
+from .conftest import RECORDER, sample, trigger_write
 
 CONSOLE = (
     "https://us-east-1.console.aws.amazon.com/codesuite/codebuild/123456789012/projects/"
@@ -19,13 +19,10 @@ CONSOLE = (
 
 
 @pytest.fixture
-def handler(stack: Any, function_env: Any, notifications: Any) -> Any:
-    function_env("BuildRecorderFunction")
-    module_name, _, name = function_handler("BuildRecorderFunction").rpartition(".")
-    module = importlib.import_module(module_name)
-    module.default_service.cache_clear()
-    yield getattr(module, name)
-    module.default_service.cache_clear()
+def handler(stack: Any, function_env: Any, notifications: Any) -> Iterator[Handler]:
+    function_env(RECORDER)
+    with fresh_service(RECORDER) as recorder:
+        yield recorder
 
 
 def test_failed_build_notifies_once_with_branch_commit_phase_and_link(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import socket
 from typing import Any
 
@@ -20,11 +19,11 @@ from layercache.recording.github import (
 )
 from layercache.recording.service import BuildRecorder
 from layercache.recording.store import BuildRecordStore
-from layercache_dev.lambda_context import FakeLambdaContext
-from layercache_dev.template import function_handler
+from layercache_dev.kit.functions import invoke_function
 
 from .conftest import (
     IMAGE,
+    RECORDER,
     REGION,
     FakeGitHub,
     StubbedCodeBuild,
@@ -246,6 +245,7 @@ def test_a_token_read_before_outlives_a_secrets_manager_failure(
         cold()
 
 
+@pytest.mark.usefixtures("fresh_recorder")
 def test_handler_picks_up_a_rotated_token(
     stack: Any,
     function_env: Any,
@@ -254,27 +254,22 @@ def test_handler_picks_up_a_rotated_token(
     fake_github: FakeGitHub,
 ) -> None:
     function_env(
-        "BuildRecorderFunction",
+        RECORDER,
         GITHUB_TOKEN_SECRET_ARN=github_token_secret,
         GITHUB_API_URL=fake_github.url,
         GITHUB_TOKEN_MAX_AGE_SECONDS="0",
     )
-    module_name, _, name = function_handler("BuildRecorderFunction").rpartition(".")
-    module = importlib.import_module(module_name)
-    module.default_service.cache_clear()
-    handler = getattr(module, name)
     secrets = boto3.client("secretsmanager", region_name=REGION)
 
-    handler(sample("in-progress"), FakeLambdaContext())
+    invoke_function(RECORDER, sample("in-progress"))
     secrets.put_secret_value(SecretId=github_token_secret, SecretString="ghp_rotated")
-    handler(sample("succeeded"), FakeLambdaContext())  # the same warm container
+    invoke_function(RECORDER, sample("succeeded"))  # the same warm container
 
     assert fake_github.statuses() == ["pending", "success"]
     assert [r["headers"]["Authorization"] for r in fake_github.requests] == [
         "Bearer ghp_fake0token",
         "Bearer ghp_rotated",
     ]
-    module.default_service.cache_clear()
 
 
 def test_failing_status_calls_never_lose_the_record(
@@ -305,6 +300,7 @@ def test_failing_status_calls_never_lose_the_record(
     assert "reported_at" in item
 
 
+@pytest.mark.usefixtures("fresh_recorder")
 def test_handler_posts_pending_then_success_with_the_configured_token(
     stack: Any,
     function_env: Any,
@@ -313,38 +309,30 @@ def test_handler_posts_pending_then_success_with_the_configured_token(
     fake_github: FakeGitHub,
 ) -> None:
     function_env(
-        "BuildRecorderFunction",
+        RECORDER,
         GITHUB_TOKEN_SECRET_ARN=github_token_secret,
         GITHUB_API_URL=fake_github.url,
     )
-    module_name, _, name = function_handler("BuildRecorderFunction").rpartition(".")
-    module = importlib.import_module(module_name)
-    module.default_service.cache_clear()
-    handler = getattr(module, name)
 
-    first = handler(sample("in-progress"), FakeLambdaContext())
-    second = handler(sample("succeeded"), FakeLambdaContext())
+    first = invoke_function(RECORDER, sample("in-progress"))
+    second = invoke_function(RECORDER, sample("succeeded"))
     fake_github.answers = [(422, {})]  # a status GitHub refuses: logged, the record stays
-    third = handler(sample("failed"), FakeLambdaContext())
+    third = invoke_function(RECORDER, sample("failed"))
 
     assert [first["commit_status_posted"], second["commit_status_posted"]] == [True, True]
     assert third["recorded"]
     assert not third["commit_status_posted"]
     assert fake_github.statuses() == ["pending", "success", "failure"]
     assert fake_github.requests[0]["path"] == f"/repos/octo-org/service/statuses/{SHA}"
-    module.default_service.cache_clear()
 
 
+@pytest.mark.usefixtures("fresh_recorder")
 def test_handler_posts_nothing_without_a_token(
     stack: Any, function_env: Any, notifications: Any, fake_github: FakeGitHub
 ) -> None:
-    function_env("BuildRecorderFunction", GITHUB_API_URL=fake_github.url)  # parameter default ""
-    module_name, _, name = function_handler("BuildRecorderFunction").rpartition(".")
-    module = importlib.import_module(module_name)
-    module.default_service.cache_clear()
+    function_env(RECORDER, GITHUB_API_URL=fake_github.url)  # parameter default ""
 
-    result = getattr(module, name)(sample("succeeded"), FakeLambdaContext())
+    result = invoke_function(RECORDER, sample("succeeded"))
 
     assert result["recorded"]
     assert fake_github.requests == []
-    module.default_service.cache_clear()

@@ -21,8 +21,8 @@ import pytest
 from layercache.build_records import ENV_SEQUENCE, BranchHead, BuildsTable, BuildStatus
 from layercache.recording.build import BuildFacts
 from layercache.recording.publish import TagPublisher
-from layercache_dev.embedded_aws import Stack
-from layercache_dev.moto_atomic import atomic_backends
+from layercache_dev.kit.embedded_aws import Stack
+from layercache_dev.kit.moto_atomic import atomic_backends
 
 REGION = "us-east-1"
 IMAGE = "team/service"

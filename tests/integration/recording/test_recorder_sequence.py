@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import itertools
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -16,13 +14,13 @@ from layercache.recording.events import BuildStateChangeEvent
 from layercache.recording.github import GitHubStatusClient
 from layercache.recording.service import BuildRecorder, Outcome
 from layercache.recording.store import BuildRecordStore
-from layercache_dev.lambda_context import FakeLambdaContext
-from layercache_dev.template import function_handler
+from layercache_dev.kit.functions import invoke_function
 from tests.conftest import emitted_metrics
 
 from .conftest import (
     EXPORTED,
     IMAGE,
+    RECORDER,
     REGION,
     FakeGitHub,
     StubbedCodeBuild,
@@ -202,25 +200,18 @@ def test_without_exported_variables_the_record_is_still_complete(
     ]
 
 
-def load_handler() -> tuple[Any, Callable[..., dict[str, Any]]]:
-    module_name, _, function = function_handler("BuildRecorderFunction").rpartition(".")
-    module = importlib.import_module(module_name)
-    module.default_service.cache_clear()
-    return module, getattr(module, function)
-
-
+@pytest.mark.usefixtures("fresh_recorder")
 def test_handler_as_the_template_wires_it(
     stack: Any,
     function_env: Any,
     notifications: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    function_env("BuildRecorderFunction")
-    module, handler = load_handler()
+    function_env(RECORDER)
     trigger_write(stack.table_name, sample("in-progress"))
 
     results = [
-        handler(sample(name), FakeLambdaContext())
+        invoke_function(RECORDER, sample(name))
         for name in ("in-progress", "succeeded", "succeeded")
     ]
 
@@ -244,7 +235,6 @@ def test_handler_as_the_template_wires_it(
     assert metrics[0]["BuildDuration"] in (131.0, [131.0])
     assert metrics[0]["BuildSucceeded"] in (1.0, [1.0])
     assert notifications.received() == []  # success: no notification
-    module.default_service.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -256,26 +246,24 @@ def test_handler_as_the_template_wires_it(
     ],
     ids=["garbage", "foreign-source", "no-build-id"],
 )
+@pytest.mark.usefixtures("fresh_recorder")
 def test_handler_rejects_malformed_events_without_raising(
     event: dict[str, Any], stack: Any, function_env: Any, notifications: Any
 ) -> None:
-    function_env("BuildRecorderFunction")
-    module, handler = load_handler()
+    function_env(RECORDER)
 
-    result = handler(event, FakeLambdaContext())
+    result = invoke_function(RECORDER, event)
 
     assert result == {"recorded": False, "reason": "malformed event"}
     assert items(stack.table_name) == []
-    module.default_service.cache_clear()
 
 
+@pytest.mark.usefixtures("fresh_recorder")
 def test_handler_ignores_other_projects(stack: Any, function_env: Any, notifications: Any) -> None:
-    function_env("BuildRecorderFunction")
-    module, handler = load_handler()
+    function_env(RECORDER)
     event = sample("failed")
     event["detail"]["project-name"] = "someone-elses-project"
 
-    assert handler(event, FakeLambdaContext()) == {"recorded": False, "reason": "foreign project"}
+    assert invoke_function(RECORDER, event) == {"recorded": False, "reason": "foreign project"}
     assert items(stack.table_name) == []
     assert notifications.received() == []
-    module.default_service.cache_clear()

@@ -5,7 +5,6 @@ tests/cli runs the installed command against a moto server; these call it as a f
 
 from __future__ import annotations
 
-import importlib
 import io
 import re
 from datetime import UTC, datetime
@@ -19,11 +18,10 @@ from layercache_cli import main
 from layercache_cli.aws import AwsAccess
 from layercache_cli.history import BuildRow, fetch_builds, row_from_item, summarize
 from layercache_cli.report_page import render_html
-from layercache_dev.lambda_context import FakeLambdaContext
-from layercache_dev.template import function_handler
+from layercache_dev.kit.functions import invoke_function
 from tests.cli.conftest import SEEDED
 
-from .conftest import REGION, sample
+from .conftest import RECORDER, REGION, sample
 
 NOW = datetime.now(UTC)
 
@@ -40,15 +38,12 @@ def report(*arguments: str) -> tuple[int, str]:
     return status, out.getvalue()
 
 
+@pytest.mark.usefixtures("fresh_recorder")
 def test_report_reads_what_the_recorder_wrote(
     stack: Any, function_env: Any, notifications: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    function_env("BuildRecorderFunction")
-    module_name, _, name = function_handler("BuildRecorderFunction").rpartition(".")
-    module = importlib.import_module(module_name)
-    module.default_service.cache_clear()
-    getattr(module, name)(sample("failed"), FakeLambdaContext())
-    module.default_service.cache_clear()
+    function_env(RECORDER)
+    invoke_function(RECORDER, sample("failed"))
     capsys.readouterr()
 
     # The sample is from 2024: look back far enough to include its day.

@@ -3,7 +3,6 @@ report whose invocation died before sending still goes out on the retry (issue 1
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,14 +17,14 @@ from layercache.recording.github import GitHubStatusClient
 from layercache.recording.notify import Notification, SnsNotifier
 from layercache.recording.service import BuildRecorder, ReportPending
 from layercache.recording.store import BuildRecordStore
-from layercache_dev.embedded_aws import Stack
-from layercache_dev.lambda_context import FakeLambdaContext
-from layercache_dev.moto_atomic import atomic_backends
-from layercache_dev.template import function_handler
+from layercache_dev.kit.embedded_aws import Stack
+from layercache_dev.kit.functions import function_module, invoke_function
+from layercache_dev.kit.moto_atomic import atomic_backends
 from tests.conftest import emitted_metrics
 
 from .conftest import (
     IMAGE,
+    RECORDER,
     REGION,
     FakeGitHub,
     Notifications,
@@ -60,6 +59,7 @@ def boto_events(aws: None) -> Iterator[Any]:
 
 # Both handlers share the module's Metrics: one thread's flush may leave the other none.
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
+@pytest.mark.usefixtures("fresh_recorder")
 def test_two_copies_of_one_failed_event_at_once_report_once(
     stack: Stack,
     function_env: Any,
@@ -70,7 +70,7 @@ def test_two_copies_of_one_failed_event_at_once_report_once(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     function_env(
-        "BuildRecorderFunction",
+        RECORDER,
         GITHUB_TOKEN_SECRET_ARN=github_token_secret,
         GITHUB_API_URL=fake_github.url,
     )
@@ -87,17 +87,13 @@ def test_two_copies_of_one_failed_event_at_once_report_once(
             both_recorded.wait()
 
     boto_events.register("after-call.dynamodb.UpdateItem", after_update_item)
-    module_name, _, name = function_handler("BuildRecorderFunction").rpartition(".")
-    module = importlib.import_module(module_name)
-    module.default_service.cache_clear()
-    module.default_service()  # a warm container: its clients carry the hook
-    handler = getattr(module, name)
+    function_module(RECORDER).default_service()  # a warm container: its clients carry the hook
     results: list[dict[str, Any]] = []
     errors: list[BaseException] = []
 
     def invoke() -> None:
         try:
-            results.append(handler(sample("failed"), FakeLambdaContext()))
+            results.append(invoke_function(RECORDER, sample("failed")))
         except BaseException as error:  # noqa: BLE001 - reported by the assertion below
             errors.append(error)
 
@@ -107,7 +103,6 @@ def test_two_copies_of_one_failed_event_at_once_report_once(
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
-    module.default_service.cache_clear()
 
     assert errors == []
     assert len(notifications.received()) == 1

@@ -17,7 +17,7 @@ from layercache.recording.events import BuildStateChangeEvent
 from layercache.recording.github import GitHubStatusClient
 from layercache.recording.service import BuildRecorder
 from layercache.recording.store import BuildRecordStore
-from layercache_dev.embedded_aws import Stack
+from layercache_dev.kit.embedded_aws import Stack
 
 from .conftest import (
     EXPORTED,

@@ -3,7 +3,6 @@ source, the template's environment, and a CodeBuild that honours idempotency tok
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,10 +17,10 @@ from layercache.build_requests import BuildRequestMessage, BuildRequestQueue
 from layercache.starting.service import BuildStarter
 from layercache.starting.settings import StarterSettings
 from layercache.starting.wiring import make_build_starter
-from layercache_dev.embedded_aws import Stack
-from layercache_dev.moto_codebuild import CodeBuildLike, codebuild_like
-from layercache_dev.sqs_source import FifoEventSource
-from layercache_dev.template import function_handler
+from layercache_dev.kit.embedded_aws import Stack
+from layercache_dev.kit.functions import function_handler_callable, function_module
+from layercache_dev.kit.moto_codebuild import CodeBuildLike, codebuild_like
+from layercache_dev.kit.sqs_source import FifoEventSource
 
 REGION = "us-east-1"
 IMAGE = "team/service"
@@ -107,11 +106,6 @@ class Pipeline:
         return [BuildRequestMessage.from_message(m["Body"]) for m in messages]
 
 
-def starter_handler() -> Any:
-    module_name, _, attribute = function_handler("BuildStarterFunction").rpartition(".")
-    return getattr(importlib.import_module(module_name), attribute)
-
-
 @pytest.fixture
 def pipeline(
     stack: Stack, function_env: Any, monkeypatch: pytest.MonkeyPatch
@@ -125,15 +119,18 @@ def pipeline(
         )
         starter = make_build_starter(StarterSettings.from_env(env), codebuild=client)
         starter.clock = clock
-        module = importlib.import_module("layercache.handlers.build_starter")
-        monkeypatch.setattr(module, "build_starter", lambda: starter)
+        monkeypatch.setattr(
+            function_module("BuildStarterFunction"), "build_starter", lambda: starter
+        )
         sqs = boto3.client("sqs", region_name=REGION)
         yield Pipeline(
             stack=stack,
             codebuild=codebuild,
             clock=clock,
             starter=starter,
-            source=FifoEventSource(sqs, stack.queue_url, starter_handler()),
+            source=FifoEventSource(
+                sqs, stack.queue_url, function_handler_callable("BuildStarterFunction")
+            ),
             queue=BuildRequestQueue(stack.queue_url, sqs),
             table=starter.table,
         )

@@ -24,14 +24,13 @@ from layercache.starting import wiring as starting_wiring
 from layercache.starting.service import ClaimHeld
 from layercache.starting.wiring import build_starter
 from layercache.triggers import wiring as trigger_wiring
-from layercache_dev.embedded_aws import FAKE_CREDENTIALS, EmbeddedAws, Stack
-from layercache_dev.github_events import fake_sha, function_url_event, push_payload
-from layercache_dev.lambda_context import FakeLambdaContext
-from layercache_dev.moto_atomic import atomic_backends
-from layercache_dev.moto_codebuild import codebuild_like
-from layercache_dev.sqs_source import FifoEventSource
-
-from ..triggers.conftest import template_handler
+from layercache_dev.kit.embedded_aws import FAKE_CREDENTIALS, EmbeddedAws, Stack
+from layercache_dev.kit.functions import function_handler_callable
+from layercache_dev.kit.github_events import fake_sha, function_url_event, push_payload
+from layercache_dev.kit.lambda_context import FakeLambdaContext
+from layercache_dev.kit.moto_atomic import atomic_backends
+from layercache_dev.kit.moto_codebuild import codebuild_like
+from layercache_dev.kit.sqs_source import FifoEventSource
 
 
 @pytest.fixture
@@ -68,8 +67,8 @@ def test_many_deliveries_at_once_one_build_per_commit_and_the_newest_wins(
         monkeypatch.setenv(name, value)
     trigger_wiring.reset()
     starting_wiring.reset()
-    webhook = template_handler("GitHubWebhookFunction")
-    starter = template_handler("BuildStarterFunction")
+    webhook = function_handler_callable("GitHubWebhookFunction")
+    starter = function_handler_callable("BuildStarterFunction")
     pushes = _pushes()
     a_payload = pushes[0][1]
     deliveries = [

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from layercache.build_requests import BuildRequestMessage
-from layercache_dev.lambda_context import FakeLambdaContext
+from layercache_dev.kit.functions import invoke_function
 
-from .conftest import Pipeline, starter_handler
+from .conftest import Pipeline
 
 SAMPLES = Path(__file__).resolve().parents[3] / "events" / "build-starter"
 
@@ -20,7 +20,7 @@ def sample(name: str) -> dict[str, Any]:
 
 
 def invoke(name: str) -> dict[str, Any]:
-    response: dict[str, Any] = starter_handler()(sample(name), FakeLambdaContext())
+    response: dict[str, Any] = invoke_function("BuildStarterFunction", sample(name))
     return response
 
 

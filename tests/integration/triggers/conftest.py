@@ -7,9 +7,8 @@ table (`assert_nothing_built`), which is BuildStarterFunction's job alone.
 
 from __future__ import annotations
 
-import importlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,13 +20,11 @@ from botocore.exceptions import EndpointConnectionError
 
 from layercache.build_requests import BuildRequestMessage
 from layercache.triggers import wiring
-from layercache_dev.embedded_aws import Stack
-from layercache_dev.template import function_handler
+from layercache_dev.kit.embedded_aws import Stack
 from tests.integration.conftest import RecordedCall
 
 EVENTS = Path(__file__).resolve().parents[3] / "events"
 REGION = "us-east-1"
-Handler = Callable[[dict[str, Any], Any], Any]
 
 
 @cache
@@ -43,13 +40,6 @@ def _client(service: str) -> Any:
 def sample(*parts: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads(EVENTS.joinpath(*parts).read_text())
     return event
-
-
-def template_handler(logical_id: str) -> Handler:
-    """The callable Lambda would run for `logical_id`, found by the template's Handler."""
-    module_name, _, attribute = function_handler(logical_id).rpartition(".")
-    handler: Handler = getattr(importlib.import_module(module_name), attribute)
-    return handler
 
 
 @pytest.fixture(autouse=True)

@@ -22,8 +22,9 @@ from layercache.build_records import BuildMode, Trigger
 from layercache.handlers import codecommit_trigger
 from layercache.triggers import wiring
 from layercache.triggers.settings import CodeCommitTriggerSettings
-from layercache_dev.embedded_aws import Stack
-from layercache_dev.lambda_context import FakeLambdaContext
+from layercache_dev.kit.embedded_aws import Stack
+from layercache_dev.kit.functions import invoke_function
+from layercache_dev.kit.lambda_context import FakeLambdaContext
 from tests.conftest import emitted_metrics
 from tests.integration.conftest import RecordedCall
 
@@ -33,7 +34,6 @@ from .conftest import (
     queued,
     queued_requests,
     sample,
-    template_handler,
 )
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def invoke(
             codecommit=cast("CodeCommitClient", codecommit.client),
         )
         monkeypatch.setattr(codecommit_trigger, "codecommit_trigger_service", lambda: service)
-        result: dict[str, Any] = template_handler(FUNCTION)(event, lambda_context)
+        result: dict[str, Any] = invoke_function(FUNCTION, event, lambda_context)
         return result
 
     return call

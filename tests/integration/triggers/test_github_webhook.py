@@ -25,15 +25,16 @@ from layercache.triggers.models import (
     GitHubPushEvent,
 )
 from layercache.triggers.signature import sign
-from layercache_dev.embedded_aws import Stack
-from layercache_dev.github_events import (
+from layercache_dev.kit.embedded_aws import Stack
+from layercache_dev.kit.functions import function_handler_callable
+from layercache_dev.kit.github_events import (
     LOCAL_WEBHOOK_SECRET,
     ZERO_SHA,
     fake_sha,
     function_url_event,
     push_payload,
 )
-from layercache_dev.lambda_context import FakeLambdaContext
+from layercache_dev.kit.lambda_context import FakeLambdaContext
 from tests.conftest import emitted_metrics
 from tests.integration.conftest import RecordedCall
 
@@ -44,7 +45,6 @@ from .conftest import (
     queued,
     queued_requests,
     sample,
-    template_handler,
 )
 
 FUNCTION = "GitHubWebhookFunction"
@@ -76,7 +76,7 @@ def invoke(
     secrets_outage: Outage,
     queue_outage: Outage,
 ) -> Invoke:
-    handler = template_handler(FUNCTION)
+    handler = function_handler_callable(FUNCTION)
 
     def call(event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         response = handler(event, lambda_context)

@@ -16,8 +16,9 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from layercache.build_records import BuildMode, Trigger
-from layercache_dev.embedded_aws import Stack
-from layercache_dev.lambda_context import FakeLambdaContext
+from layercache_dev.kit.embedded_aws import Stack
+from layercache_dev.kit.functions import function_handler_callable
+from layercache_dev.kit.lambda_context import FakeLambdaContext
 from tests.conftest import emitted_metrics
 from tests.integration.conftest import RecordedCall
 
@@ -27,7 +28,6 @@ from .conftest import (
     queued,
     queued_requests,
     sample,
-    template_handler,
 )
 
 FUNCTION = "NightlyRebuildFunction"
@@ -44,7 +44,7 @@ def invoke(
     queue_outage: Outage,
 ) -> Any:
     function_env(FUNCTION, WATCHED_BRANCHES="main,release/2.x")
-    handler = template_handler(FUNCTION)
+    handler = function_handler_callable(FUNCTION)
 
     def call(event: Any) -> dict[str, Any]:
         result: dict[str, Any] = handler(event, lambda_context)

@@ -23,7 +23,7 @@ from layercache.pruning.model import (
     parse_index_children,
 )
 from layercache.pruning.settings import PrunerSettings
-from layercache_dev.driver import build_driver
+from layercache_dev.kit.driver import build_driver
 
 EVENTS = Path(__file__).resolve().parents[3] / "events" / "image-pruner"
 AMD64 = "sha256:" + "a" * 64

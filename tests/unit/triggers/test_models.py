@@ -24,8 +24,8 @@ from layercache.triggers.models import (
     NightlyRebuildRequest,
 )
 from layercache.triggers.signature import is_valid_signature
-from layercache_dev.github_events import LOCAL_WEBHOOK_SECRET, push_payload
-from layercache_dev.template import resource
+from layercache_dev.kit.github_events import LOCAL_WEBHOOK_SECRET, push_payload
+from layercache_dev.kit.template import resource
 
 EVENTS = Path(__file__).resolve().parents[3] / "events"
 POLICY = PushPolicy(watched_branches=frozenset({"main"}))

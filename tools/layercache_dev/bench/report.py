@@ -18,8 +18,8 @@ from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
-from layercache_dev.bench_builds import SHORT_NAMES, STRATEGIES, Cell, Run, Strategy
-from layercache_dev.bench_workload import SCENARIOS, Scenario
+from layercache_dev.bench.builds import SHORT_NAMES, STRATEGIES, Cell, Run, Strategy
+from layercache_dev.bench.workload import SCENARIOS, Scenario
 
 REFERENCE_COLD = (Strategy.NO_CACHE, Scenario.COLD)
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_PATH = ROOT / "template.yaml"
+from layercache_dev.kit.paths import TEMPLATE_PATH
 
 
 class _CfnLoader(yaml.SafeLoader):

@@ -1,6 +1,6 @@
 """An embedded AWS: moto's server in this process, with the stack's resources in it.
 
-The demo plays its story against it, and `layercache demo --serve` keeps it up for
+The demo plays its story against it, and `layercache-dev demo --serve` keeps it up for
 `sam local invoke` (events/env.json points functions at it). The resources are made
 from template.yaml's own definitions where they matter (the table's keys and indexes,
 the build project's environment) under the names events/env.json gives them, so neither
@@ -27,9 +27,10 @@ import boto3
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
 
-from layercache_dev.github_events import LOCAL_WEBHOOK_SECRET
-from layercache_dev.template import (
-    ROOT,
+from layercache_dev.kit.github_events import LOCAL_WEBHOOK_SECRET
+from layercache_dev.kit.lifecycle import Lifecycle
+from layercache_dev.kit.paths import BUILDSPEC, EVENTS
+from layercache_dev.kit.template import (
     create_table_arguments,
     function_environment,
     parameter_defaults,
@@ -40,8 +41,7 @@ from layercache_dev.template import (
 REGION = "us-east-1"
 ACCOUNT = DEFAULT_ACCOUNT_ID
 STACK_NAME = "layercache"
-ENV_JSON = ROOT / "events" / "env.json"
-BUILDSPEC = ROOT / "buildspecs" / "buildspec.yml"
+ENV_JSON = EVENTS / "env.json"
 # Fake credentials: whatever talks to the embedded AWS must never reach a real account.
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "embedded",
@@ -116,8 +116,9 @@ class Stack:
         return env
 
 
-class EmbeddedAws:
-    """moto's server on a thread of this process (its backends are this process's own)."""
+class EmbeddedAws(Lifecycle):
+    """moto's server on a thread of this process (its backends are this process's own);
+    `with EmbeddedAws() as aws:` starts and stops it."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
@@ -142,14 +143,21 @@ class EmbeddedAws:
         return f"http://{host}:{self.port}"
 
     def client(self, service: str) -> Any:
-        return boto3.client(  # type: ignore[call-overload]
-            service,
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            aws_session_token=FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
-        )
+        """A boto3 client of this AWS (fake credentials, whatever the environment holds)."""
+        return boto3.client(service, **self._connection())  # type: ignore[call-overload]
+
+    def resource(self, service: str) -> Any:
+        """A boto3 resource of this AWS, as `client`."""
+        return boto3.resource(service, **self._connection())  # type: ignore[call-overload]
+
+    def _connection(self) -> dict[str, str]:
+        return {
+            "endpoint_url": self.endpoint,
+            "region_name": REGION,
+            "aws_access_key_id": FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            "aws_session_token": FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
+        }
 
     def deploy(
         self,

@@ -6,8 +6,8 @@
 
 It starts the rig (bench uses the standalone BuildKit as CodeBuild does, and the engine's
 own builder for the seed's approach), puts a throttling proxy in front of its registry,
-measures every strategy in every scenario (bench_builds), then the functions' import
-times, the webhook handler's latency and the pruner's plan (bench_overhead), and writes
+measures every strategy in every scenario (bench.builds), then the functions' import
+times, the webhook handler's latency and the pruner's plan (bench.overhead), and writes
 results.md, results.json and builds.png to --out (bench/results by default).
 """
 
@@ -38,10 +38,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from layercache_dev import bench_overhead
-from layercache_dev.bench_builds import STRATEGIES, BuildBench, builder_cached_seconds
-from layercache_dev.bench_chart import builds_figure, figure_png
-from layercache_dev.bench_report import (
+from layercache_cli.arguments import add_command_parser
+from layercache_dev.bench import overhead as bench_overhead
+from layercache_dev.bench.builds import STRATEGIES, BuildBench, builder_cached_seconds
+from layercache_dev.bench.chart import builds_figure, figure_png
+from layercache_dev.bench.report import (
     Results,
     check_targets,
     results_from_json,
@@ -49,9 +50,12 @@ from layercache_dev.bench_report import (
     results_markdown,
     terminal_report,
 )
-from layercache_dev.bench_workload import SCENARIOS, STEPS, Workload
-from layercache_dev.rig import ROOT, Rig, missing_prerequisites
-from layercache_dev.throttle import ThrottleProxy
+from layercache_dev.bench.throttle import ThrottleProxy
+from layercache_dev.bench.workload import SCENARIOS, STEPS, Workload
+from layercache_dev.cli import COMMANDS
+from layercache_dev.kit.paths import ROOT
+from layercache_dev.kit.prerequisites import missing_prerequisites
+from layercache_dev.kit.rig import Rig
 
 DEFAULT_OUT = ROOT / "bench" / "results"
 
@@ -77,12 +81,7 @@ class Options:
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "bench",
-        help="build strategies side by side, and the pipeline's own overhead",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command_parser(subparsers, "bench", COMMANDS["bench"][1], __doc__)
     defaults = Options()
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run (as the tests)")
     parser.add_argument("--size-mb", type=float, help=f"image size (default {defaults.size_mb:g})")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from layercache_dev.lambda_context import FakeLambdaContext
+from layercache_dev.kit.lambda_context import FakeLambdaContext
 
 Handler = Callable[[dict[str, Any], Any], Any]
 

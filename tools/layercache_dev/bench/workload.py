@@ -69,7 +69,6 @@ COPY config/ /app/config/
 RUN ls -l /app /app/lib > /app/manifest.txt
 """
 STEPS = 12  # Dockerfile instructions other than FROM (ARG makes no step)
-BUILDER_STAGE = "builder"
 # Builder steps that stay cached when only the application source changes.
 BUILDER_STEPS_BEFORE_SOURCE = ("/opt/toolchain.bin", "COPY deps.lock", "/opt/deps.bin")
 

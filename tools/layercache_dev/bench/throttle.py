@@ -20,27 +20,41 @@ import asyncio
 import contextlib
 import threading
 import time
-from types import TracebackType
-from typing import Self
+from collections.abc import Awaitable, Callable
+
+from layercache_dev.kit.lifecycle import Lifecycle
 
 CHUNK = 64 * 1024
 
 
 class TokenBucket:
-    """`rate` bytes per second with a burst of `burst` bytes; `take` waits for its tokens."""
+    """`rate` bytes per second with a burst of `burst` bytes; `take` waits for its tokens.
 
-    def __init__(self, rate: float, burst: int | None = None) -> None:
+    `clock` and `sleep` are the monotonic clock and asyncio's sleep (a test gives a clock
+    of its own, and a sleep that moves it).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = float(rate)
         # A burst of a twentieth of a second (at least one chunk) keeps the link smooth.
         self.burst = float(burst if burst is not None else max(CHUNK, int(rate / 20)))
+        self._clock = clock
+        self._sleep = sleep
         self._tokens = self.burst
-        self._stamp = time.monotonic()
+        self._stamp = clock()
         self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
@@ -55,10 +69,10 @@ class TokenBucket:
                     self._tokens -= part
                     remaining -= part
                 else:
-                    await asyncio.sleep((part - self._tokens) / self.rate)
+                    await self._sleep((part - self._tokens) / self.rate)
 
 
-class ThrottleProxy:
+class ThrottleProxy(Lifecycle):
     """Forward `listen` (a free 127.0.0.1 port by default) to `target`, at `rate` bytes/s."""
 
     def __init__(
@@ -85,19 +99,7 @@ class ThrottleProxy:
     def host(self) -> str:
         return f"{self._listen[0]}:{self.port}"
 
-    # -- lifecycle
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    # -- lifecycle (Lifecycle: `with ThrottleProxy(...)` starts and stops it)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="throttle-proxy", daemon=True)

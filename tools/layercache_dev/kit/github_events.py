@@ -1,6 +1,6 @@
 """Realistic GitHub webhook deliveries, wrapped as Lambda function URL events.
 
-Used by the tests, the demo and `python -m layercache_dev.github_events` (which
+Used by the tests, the demo and `python -m layercache_dev.kit.github_events` (which
 rewrites the samples in events/github-webhook/).
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from layercache.triggers.signature import sign
+from layercache_dev.kit.paths import EVENTS
 
 # The webhook secret of the samples in events/ and of the embedded AWS in events/env.json.
 LOCAL_WEBHOOK_SECRET = "layercache-local-webhook-secret"  # noqa: S105 - a public test value
@@ -166,4 +167,4 @@ def write_samples(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    write_samples(Path(__file__).resolve().parents[2] / "events" / "github-webhook")
+    write_samples(EVENTS / "github-webhook")

@@ -4,19 +4,20 @@ StartBuild, the pruner's plan.
 - imports: each function's handler module imported in a fresh interpreter per
   measurement (after one unmeasured run that writes the bytecode caches), timed around
   the import alone;
-- webhook: `layercache.handlers.github_webhook.handler` called in-process against moto
-  with the template's own environment, one signed push of a new commit per delivery, timed
-  until it answers 202 (it verifies the signature, decides and sends one BuildRequest to
-  BuildRequestQueue, SQS FIFO). Right after each answer the queue is polled as Lambda's
-  event source would (`FifoEventSource`) and BuildStarterFunction's handler invoked; the
-  time until StartBuild runs from the delivery's arrival until CodeBuild (moto, made to
-  answer as CodeBuild does by `CodeBuildLike`) accepted the build. A tenth of the
-  deliveries (at least 5), spread among the others, meet StartBuild throttled;
+- webhook: GitHubWebhookFunction's handler (found by its template Handler) called
+  in-process against moto with the template's own environment, one signed push of a
+  new commit per delivery, timed until it answers 202 (it verifies the signature,
+  decides and sends one BuildRequestMessage to BuildRequestQueue, SQS FIFO). Right
+  after each answer the queue is polled as Lambda's event source would
+  (`FifoEventSource`) and BuildStarterFunction's handler invoked; the time until
+  StartBuild runs from the delivery's arrival until CodeBuild (moto, made to answer as
+  CodeBuild does by `CodeBuildLike`) accepted the build. A tenth of the deliveries (at
+  least 5), spread among the others, meet StartBuild throttled;
 - pruner: `make_plan` on plain data, and `dry_run_plan` against moto's ECR seeded with
   the same manifests, DescribeImages paged as ECR pages it (moto returns one page).
 
 The webhook and the moto part run in a child process (`python -m
-layercache_dev.bench_overhead PART --size N --out FILE`): moto's patching, the functions'
+layercache_dev.bench.overhead PART --size N --out FILE`): moto's patching, the functions'
 environment and the Powertools log lines stay out of the benchmark's own process.
 """
 
@@ -36,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from layercache import aws as aws_budget
 from layercache.pruning.model import (
@@ -48,8 +49,10 @@ from layercache.pruning.model import (
     parse_index_children,
 )
 from layercache.pruning.plan import Policy, make_plan
-from layercache_dev.lambda_context import FakeLambdaContext
-from layercache_dev.template import load_template
+from layercache_dev.kit.functions import function_handler_callable
+from layercache_dev.kit.lambda_context import FakeLambdaContext
+from layercache_dev.kit.registry import Manifest
+from layercache_dev.kit.template import function_handler, load_template
 
 REGION = "us-east-1"
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -97,7 +100,7 @@ def function_modules() -> dict[str, str]:
     """Each function of the template: logical id -> its handler's module."""
     resources = load_template()["Resources"]
     return {
-        logical_id: str(spec["Properties"]["Handler"]).rpartition(".")[0]
+        logical_id: function_handler(logical_id).rpartition(".")[0]
         for logical_id, spec in resources.items()
         if spec.get("Type") == "AWS::Serverless::Function"
     }
@@ -136,7 +139,7 @@ def run_part(part: str, size: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         subprocess.run(
-            [sys.executable, "-m", "layercache_dev.bench_overhead", part, "--size", str(size),
+            [sys.executable, "-m", "layercache_dev.bench.overhead", part, "--size", str(size),
              "--out", str(out)],
             check=True, env=_child_env(), stdout=subprocess.DEVNULL,
         )  # fmt: skip
@@ -240,10 +243,10 @@ def webhook_latency(iterations: int) -> dict[str, Any]:
     from moto import mock_aws
 
     from layercache.build_records import BuildsTable, BuildStatus, build_pk
-    from layercache_dev.embedded_aws import StackNames, deploy_stack
-    from layercache_dev.github_events import fake_sha, function_url_event, push_payload
-    from layercache_dev.moto_codebuild import codebuild_like
-    from layercache_dev.sqs_source import FifoEventSource
+    from layercache_dev.kit.embedded_aws import StackNames, deploy_stack
+    from layercache_dev.kit.github_events import fake_sha, function_url_event, push_payload
+    from layercache_dev.kit.moto_codebuild import codebuild_like
+    from layercache_dev.kit.sqs_source import FifoEventSource
 
     throttled = throttled_deliveries(iterations)
     schedule = [False, *delivery_schedule(iterations, throttled)]  # the first one warms up
@@ -262,8 +265,8 @@ def webhook_latency(iterations: int) -> dict[str, Any]:
         os.environ.update(stack.environment("BuildStarterFunction"))
         table = BuildsTable(stack.table_name, boto3.client("dynamodb", region_name=REGION))
 
-        from layercache.handlers.build_starter import handler as starter_handler
-        from layercache.handlers.github_webhook import handler
+        starter_handler = function_handler_callable("BuildStarterFunction")
+        handler = function_handler_callable("GitHubWebhookFunction")
 
         in_aws = _time_inside_moto()
         # The starter's invocations: (seconds, seconds inside moto, AWS calls made).
@@ -401,15 +404,6 @@ def _time_inside_moto() -> list[float]:
 # ---------------------------------------------------------------- the pruner
 
 
-@dataclass(frozen=True)
-class Manifest:
-    digest: str
-    text: str
-    media_type: str
-    tags: tuple[str, ...]
-    pushed_at: datetime
-
-
 def _digest(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
@@ -520,33 +514,22 @@ def plan_on_plain_data(count: int, runs: int) -> dict[str, Any]:
 
 def _page_describe_images_as_ecr() -> None:
     """moto returns every image in one DescribeImages page; ECR pages at maxResults (<= 1000)."""
-    from moto.core.responses import ActionResult
     from moto.ecr.responses import ECRResponse
 
-    original = ECRResponse.describe_images
+    from layercache_dev.kit.moto_ecr import ecr_like_describe_images
 
-    def describe_images(self: ECRResponse) -> Any:
-        if self._get_param("imageIds"):
-            return original(self)
-        limit = self._get_param("maxResults") or 100
-        start = int(self._get_param("nextToken") or 0)
-        details = cast(dict[str, Any], original(self).result)["imageDetails"]
-        page: dict[str, Any] = {"imageDetails": details[start : start + limit]}
-        if start + limit < len(details):
-            page["nextToken"] = str(start + limit)
-        return ActionResult(page)
-
-    ECRResponse.describe_images = describe_images  # type: ignore[method-assign]
+    ECRResponse.describe_images = ecr_like_describe_images(  # type: ignore[method-assign,assignment]
+        ECRResponse.describe_images
+    )
 
 
 def pruner_on_moto(count: int) -> dict[str, Any]:
     """`dry_run_plan` against moto's ECR seeded with `count` manifests."""
     import boto3
     from moto import mock_aws
-    from moto.core.models import DEFAULT_ACCOUNT_ID
-    from moto.ecr.models import ecr_backends
 
     from layercache.pruning.service import dry_run_plan
+    from layercache_dev.kit.moto_ecr import put_manifests
 
     manifests = repository_manifests(count)
     with mock_aws():
@@ -554,20 +537,7 @@ def pruner_on_moto(count: int) -> dict[str, Any]:
         ecr = boto3.client("ecr", region_name=REGION)
         ecr.create_repository(repositoryName="team/service")
         started = time.perf_counter()
-        for manifest in manifests:
-            arguments: dict[str, Any] = {
-                "repositoryName": "team/service",
-                "imageManifest": manifest.text,
-                "imageManifestMediaType": manifest.media_type,
-                "imageDigest": manifest.digest,
-            }
-            if not manifest.tags:
-                ecr.put_image(**arguments)
-            for tag in manifest.tags:
-                ecr.put_image(**arguments, imageTag=tag)
-        pushed_at = {m.digest: int(m.pushed_at.timestamp()) for m in manifests}
-        for image in ecr_backends[DEFAULT_ACCOUNT_ID][REGION].repositories["team/service"].images:
-            image.image_pushed_at = pushed_at[image.image_digest]
+        put_manifests(ecr, "team/service", manifests)
         seeding_seconds = time.perf_counter() - started
         calls = _count_calls()
         client = boto3.client("ecr", region_name=REGION)

@@ -1,8 +1,8 @@
 """The build driver (buildspecs/build_driver.py) as an importable module.
 
 The driver lives beside the buildspec because it ships to CodeBuild from there; tests
-and the benchmark import it through here (``from layercache_dev.driver import
-build_driver``) so there is only ever the one copy. (mypy sees it as a plain module;
+and the benchmark import it through here (``from layercache_dev.kit.driver
+import build_driver``) so there is only ever the one copy. (mypy sees it as a plain module;
 the driver itself is type-checked where it lives.)
 """
 
@@ -12,7 +12,7 @@ import importlib.util
 import sys
 from types import ModuleType
 
-from layercache_dev.rig import BUILDSPECS
+from layercache_dev.kit.paths import BUILDSPECS
 
 DRIVER_PATH = BUILDSPECS / "build_driver.py"
 

@@ -32,8 +32,9 @@ from typing import Any
 from moto.backends import get_backend
 from moto.codebuild.responses import CodeBuildResponse
 
-from layercache_dev.embedded_aws import ACCOUNT, REGION
-from layercache_dev.rig import BuildOutcome, Rig
+from layercache_dev.kit.buildspec import BuildOutcome
+from layercache_dev.kit.embedded_aws import ACCOUNT, REGION
+from layercache_dev.kit.rig import Rig
 
 EVENT_TIME_FORMAT = "%b %d, %Y %I:%M:%S %p"  # as CodeBuild writes times in its events
 

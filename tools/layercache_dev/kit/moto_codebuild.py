@@ -29,7 +29,7 @@ from moto.codebuild.responses import CodeBuildResponse
 from moto.core.exceptions import JsonRESTError
 from moto.core.responses import ActionResult
 
-from layercache_dev.embedded_aws import ACCOUNT, REGION
+from layercache_dev.kit.embedded_aws import ACCOUNT, REGION
 
 IDEMPOTENCY_WINDOW = timedelta(minutes=5)
 

@@ -1,6 +1,6 @@
 """Build strategies side by side on the rig, behind a rate-limited link to the registry.
 
-Every strategy builds the same workload (bench_workload) in every scenario. A cell is
+Every strategy builds the same workload (bench.workload) in every scenario. A cell is
 one (strategy, scenario); each of its runs pushes to a repository of its own that
 starts as a copy of the strategy's first cold build (manifests copied and blobs
 mounted inside the registry, before the measurement starts), and builds on a builder
@@ -31,23 +31,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from layercache_dev.bench_workload import (
+from layercache_dev.bench.workload import (
     BUILDER_STEPS_BEFORE_SOURCE,
     SCENARIOS,
     Scenario,
     Workload,
 )
-from layercache_dev.driver import build_driver
-from layercache_dev.rig import Rig, RigError
+from layercache_dev.kit.driver import build_driver
+from layercache_dev.kit.processes import RigError
+from layercache_dev.kit.registry import MANIFEST_ACCEPT
+from layercache_dev.kit.rig import Rig
 
-MANIFEST_TYPES = ",".join(
-    [
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
-)
 BRANCH = "main"
 CACHE_TAG = "cache-main"
 RUNTIME_BASE_REPOSITORY = "layercache/runtime"
@@ -370,7 +364,7 @@ def copy_manifest(port: int, source: str, target: str, reference: str) -> bool:
     such reference (a strategy that pushes no cache tag).
     """
     status, body, headers = _request(
-        port, "GET", f"/v2/{source}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}
+        port, "GET", f"/v2/{source}/manifests/{reference}", headers={"Accept": MANIFEST_ACCEPT}
     )
     if status == 404:
         return False

@@ -9,9 +9,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 
-from layercache_dev.bench_builds import STRATEGIES, Strategy
-from layercache_dev.bench_report import Results, human_bytes
-from layercache_dev.bench_workload import SCENARIOS
+from layercache_dev.bench.builds import STRATEGIES, Strategy
+from layercache_dev.bench.report import Results, human_bytes
+from layercache_dev.bench.workload import SCENARIOS
 
 WIDTH_PX, HEIGHT_PX, DPI = 1280, 720, 100
 TITLE = "Build wall time by scenario and strategy"

@@ -1,4 +1,4 @@
-"""`layercache demo`: the whole pipeline, end to end, on an embedded AWS and a local registry.
+"""`layercache-dev demo`: the whole pipeline, end to end, on an embedded AWS and a local registry.
 
 It deploys the stack's resources into an embedded AWS (moto's server, in this process),
 starts a local registry and a standalone BuildKit (the rig of tests/docker), and plays a
@@ -7,10 +7,10 @@ template.yaml gives each function:
 
   signed GitHub pushes -> GitHubWebhookFunction (answers 202) -> BuildRequestQueue
   (SQS FIFO) -> BuildStarterFunction, as Lambda's event source polls it -> StartBuild ->
-  a real build of the buildspec and its driver (demo_codebuild.LocalCodeBuild), which
+  a real build of the buildspec and its driver (demo.codebuild.LocalCodeBuild), which
   pushes only the immutable tags -> "Build State Change" events ->
   BuildRecorderFunction -> BuildsTable, and the moving tags (`main`, `latest`) moved
-  through ECR (BatchGetImage + PutImage, acting on the local registry: demo_ecr);
+  through ECR (BatchGetImage + PutImage, acting on the local registry: demo.ecr);
   two pushes delivered in reverse order, the newer one winning; NightlyRebuildFunction's
   refresh; ImagePrunerFunction, dry run then for real; `layercache report`.
 
@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import itertools
 import json
-import logging
 import os
 import re
 import shutil
@@ -44,16 +42,18 @@ from types import FrameType
 from typing import Any, TextIO
 
 from layercache.build_records import BranchHead, BuildsTable
+from layercache_cli.arguments import add_command_parser
 from layercache_cli.history import WARM_THRESHOLD, fetch_builds
 from layercache_cli.report import report_text
-from layercache_dev.demo_codebuild import (
+from layercache_dev.cli import COMMANDS
+from layercache_dev.demo.codebuild import (
     Commit,
     LocalCodeBuild,
     PendingBuild,
     RanBuild,
     SourceRepository,
 )
-from layercache_dev.demo_ecr import (
+from layercache_dev.demo.ecr import (
     delete_from_registry,
     ecr_digests,
     ecr_like_deletes,
@@ -61,12 +61,25 @@ from layercache_dev.demo_ecr import (
     registry_backed_images,
     registry_manifests,
 )
-from layercache_dev.embedded_aws import FAKE_CREDENTIALS, REGION, EmbeddedAws, Stack, StackNames
-from layercache_dev.github_events import ZERO_SHA, function_url_event, push_payload
-from layercache_dev.lambda_context import FakeLambdaContext
-from layercache_dev.rig import ROOT, SAMPLE_DOCKERFILE, Rig, RigError, missing_prerequisites
-from layercache_dev.sqs_source import FifoEventSource
-from layercache_dev.template import function_handler
+from layercache_dev.kit.embedded_aws import (
+    FAKE_CREDENTIALS,
+    REGION,
+    EmbeddedAws,
+    Stack,
+    StackNames,
+)
+from layercache_dev.kit.functions import (
+    invoke_function,
+    log_handlers_writing_to,
+    reset_function_service,
+)
+from layercache_dev.kit.github_events import ZERO_SHA, function_url_event, push_payload
+from layercache_dev.kit.lambda_context import FakeLambdaContext
+from layercache_dev.kit.paths import EVENTS
+from layercache_dev.kit.prerequisites import missing_prerequisites
+from layercache_dev.kit.processes import RigError
+from layercache_dev.kit.rig import SAMPLE_DOCKERFILE, Rig
+from layercache_dev.kit.sqs_source import FifoEventSource
 
 DOCKERFILE = SAMPLE_DOCKERFILE  # see the rig
 FIRST_COMMIT = {
@@ -196,29 +209,19 @@ class LocalFunctions:
             _environment(env),
             contextlib.redirect_stdout(self._log),
             contextlib.redirect_stderr(self._log),
+            # Powertools' log handlers write to the stdout they found at import: here.
+            log_handlers_writing_to(self._log, prefix="layercache"),
         ):
-            handler = self._handler(logical_id)
             if self._last_env.get(logical_id) != env:
-                _reset_services(logical_id)
+                reset_function_service(logical_id)
                 self._last_env[logical_id] = env
-            result: dict[str, Any] = handler(
-                dict(event),
+            result: dict[str, Any] = invoke_function(
+                logical_id,
+                event,
                 context or FakeLambdaContext(f"layercache-{logical_id}", region=REGION),
             )
         self._log.flush()
         return result
-
-    def _handler(self, logical_id: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-        module_name, _, attribute = function_handler(logical_id).rpartition(".")
-        module = importlib.import_module(module_name)
-        # Powertools' log handlers write to the stdout they found at import: send them here.
-        for name in list(logging.root.manager.loggerDict):
-            if name == "layercache" or name.startswith("layercache."):
-                for log_handler in logging.getLogger(name).handlers:
-                    if isinstance(log_handler, logging.StreamHandler):
-                        log_handler.setStream(self._log)
-        handler: Callable[[dict[str, Any], Any], dict[str, Any]] = getattr(module, attribute)
-        return handler
 
     def log_records(self, since: int) -> list[dict[str, Any]]:
         """The JSON log lines the functions wrote after byte offset `since`."""
@@ -249,26 +252,6 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _reset_services(logical_id: str) -> None:
-    """Forget a function's cached service (it read its settings from the environment)."""
-    if logical_id in ("GitHubWebhookFunction", "NightlyRebuildFunction"):
-        from layercache.triggers import wiring
-
-        wiring.reset()
-    elif logical_id == "BuildStarterFunction":
-        from layercache.starting import wiring as starting
-
-        starting.reset()
-    elif logical_id == "BuildRecorderFunction":
-        from layercache.handlers import build_recorder
-
-        build_recorder.default_service.cache_clear()
-    elif logical_id == "ImagePrunerFunction":
-        from layercache.pruning import service
-
-        service.default_service.cache_clear()
 
 
 # ---------------------------------------------------------------- the story
@@ -460,46 +443,47 @@ class Demo:
 
     # -- the story itself
 
+    def commit_and_push(
+        self,
+        name: str,
+        label: str,
+        story: str,
+        branch: str,
+        message: str,
+        changes: Mapping[str, str],
+        *,
+        base: str | None = None,
+    ) -> tuple[Commit, dict[str, Any]]:
+        """Commit `changes` to `branch` (a new branch starts from `base`), deliver its push
+        (`label` names the commit as {short}) and run what it starts; returns the commit
+        and the delivery."""
+        before = self.source.heads.get(branch)  # None: the push creates the branch
+        commit = self.source.commit(branch, message, changes, base=base)
+        push = self.push(commit, list(changes), before=before)
+        self.deliver(name, label.format(short=commit.short), commit, push, 202, story)
+        return commit, push
+
     def play(self) -> None:
         self.summary.update({"deliveries": [], "builds": []})
-        source = self.source
-        first = source.commit(DEFAULT_BRANCH, "Add the service", FIRST_COMMIT)
-        push = self.push(first, list(FIRST_COMMIT))
-        self.deliver(
-            "push-main", f"push {first.short} to main (the first build)", first, push, 202, "cold"
-        )
+        first, push = self.commit_and_push(
+            "push-main", "push {short} to main (the first build)", "cold",
+            DEFAULT_BRANCH, "Add the service", FIRST_COMMIT,
+        )  # fmt: skip
         self.deliver("redelivery", "GitHub redelivers that push", first, push, 202)
-
-        readme = {"README.md": "# service\n\nBuilt and cached by layercache.\n"}
-        second = source.commit(DEFAULT_BRANCH, "Explain the service in the README", readme)
-        self.deliver(
-            "push-unchanged",
-            f"push {second.short} to main (README only: no layer depends on it)",
-            second,
-            self.push(second, list(readme), before=first.sha),
-            202,
-            "unchanged",
-        )
-        app = {"src/app.txt": "version 2\n"}
-        third = source.commit(DEFAULT_BRANCH, "Release version 2", app)
-        self.deliver(
-            "push-halfway",
-            f"push {third.short} to main (src/ changes: a step halfway down)",
-            third,
-            self.push(third, list(app), before=second.sha),
-            202,
-            "halfway",
-        )
-        login = {"src/login.txt": "login form\n"}
-        fourth = source.commit(NEW_BRANCH, "Add a login form", login, base=DEFAULT_BRANCH)
-        self.deliver(
-            "push-new-branch",
-            f"push {fourth.short} to the new branch {NEW_BRANCH}",
-            fourth,
-            self.push(fourth, list(login)),
-            202,
-            "new-branch",
-        )
+        self.commit_and_push(
+            "push-unchanged", "push {short} to main (README only: no layer depends on it)",
+            "unchanged", DEFAULT_BRANCH, "Explain the service in the README",
+            {"README.md": "# service\n\nBuilt and cached by layercache.\n"},
+        )  # fmt: skip
+        third, _ = self.commit_and_push(
+            "push-halfway", "push {short} to main (src/ changes: a step halfway down)",
+            "halfway", DEFAULT_BRANCH, "Release version 2", {"src/app.txt": "version 2\n"},
+        )  # fmt: skip
+        fourth, _ = self.commit_and_push(
+            "push-new-branch", f"push {{short}} to the new branch {NEW_BRANCH}", "new-branch",
+            NEW_BRANCH, "Add a login form", {"src/login.txt": "login form\n"},
+            base=DEFAULT_BRANCH,
+        )  # fmt: skip
         self.out_of_order(third)
         forged = _push(fourth.sha, DEFAULT_BRANCH, ["Dockerfile"], "Not from GitHub")
         self.deliver(
@@ -639,7 +623,7 @@ class Demo:
                 " in-flight grace has passed"
             )
         policy = ", ".join(f"{k}={v}" for k, v in PRUNE_POLICY.items())
-        schedule = json.loads((ROOT / "events/image-pruner/daily-schedule.json").read_text())
+        schedule = json.loads((EVENTS / "image-pruner/daily-schedule.json").read_text())
         with self.progress.step(f"ImagePrunerFunction, dry run ({policy})") as step:
             mark = self.functions.log_mark()
             dry = self.functions.invoke("ImagePrunerFunction", schedule, PRUNE_DRY_RUN="true")[
@@ -1044,12 +1028,7 @@ def _serve(aws: EmbeddedAws, stack: Stack, progress: Progress) -> None:
 
 
 def add_parser(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "demo",
-        help="The whole pipeline end to end, on an embedded AWS and a local registry",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command_parser(subparsers, "demo", COMMANDS["demo"][1], __doc__)
     parser.add_argument("--keep", action="store_true", help="Leave the temp dir for inspection")
     parser.add_argument("--json", type=Path, metavar="FILE", help="Write a summary as JSON")
     parser.add_argument(
