@@ -12,5 +12,6 @@ SERVICE = "service"  # Powertools adds it to every metric (POWERTOOLS_SERVICE_NA
 TRIGGER = "trigger"  # what asked for the build: a `build_records.Trigger` value
 MODE = "mode"  # how the build treats the cache: a `build_records.BuildMode` value
 REASON = "reason"  # why a trigger refused a delivery
+IMAGE = "image"  # with a Bake file: the image (target) a per-image metric is about
 
-ALL = frozenset({SERVICE, TRIGGER, MODE, REASON})
+ALL = frozenset({SERVICE, TRIGGER, MODE, REASON, IMAGE})

@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 from layercache.build_records import BuildMode
-from layercache_dev.driver import DRIVER_PATH, build_driver
-from layercache_dev.rig import BUILDSPEC, BUILDSPECS, buildspec_script
-from layercache_dev.template import resource
+from layercache_dev.kit.buildspec import buildspec_script
+from layercache_dev.kit.driver import DRIVER_PATH, build_driver
+from layercache_dev.kit.paths import BUILDSPEC, BUILDSPECS
+from layercache_dev.kit.template import resource
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 slug = build_driver.branch_slug
@@ -542,6 +543,8 @@ def project_env() -> dict[str, str]:
         "BuildContext": ".",
         "DefaultBranch": "main",
         "ImmutableTagPattern": "v*.*.*",
+        "BakeFile": "",  # one Dockerfile (the Bake file's builds: tests/docker)
+        "BakeTargets": "",
         "BuildDriverBundle": "arn:aws:lambda:eu-west-1:123456789012:layer:driver:1",
         "BuildKitMirrorRepository.RepositoryUri": "",  # the fake docker has no registry
     }

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from layercache import dimensions
-from layercache.recording.metrics import metric_dimensions
+from layercache.build_records import BuildStatus
+from layercache.recording.metrics import image_metric_sets, metric_dimensions
 from tests.conftest import emitted_metrics
 
 
@@ -24,6 +25,17 @@ def test_the_recorders_dimensions_are_declared_names() -> None:
         dimensions.TRIGGER,
         dimensions.MODE,
     }
+
+
+def test_the_per_image_dimensions_are_declared_names() -> None:
+    image = {"image": "api", "build_seconds": 1}
+    record = {"trigger": "github", "mode": "normal", "images": [image]}
+
+    [metric_set] = image_metric_sets(record, BuildStatus.SUCCEEDED)
+
+    assert dimensions.IMAGE == "image"
+    assert dimensions.IMAGE in dimensions.ALL
+    assert set(metric_set.dimensions) == {dimensions.TRIGGER, dimensions.MODE, dimensions.IMAGE}
 
 
 def test_emf_with_a_second_spelling_is_refused() -> None:

@@ -18,7 +18,8 @@ from layercache.triggers.settings import (
     GitHubWebhookSettings,
     NightlyRebuildSettings,
 )
-from layercache_dev.template import ROOT, function_environment, load_template, resource
+from layercache_dev.kit.paths import ROOT
+from layercache_dev.kit.template import function_environment, load_template, resource
 
 TEMPLATE = load_template()
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
@@ -417,7 +418,8 @@ def test_no_statement_grants_more_than_the_image_prefix_for_a_bake_files_images(
                 continue
             resources = statement["Resource"]
             if resources == BAKE_PREFIX_ARN:
-                assert conditional and wrapped["Fn::If"][0] == "UsesBakeFile", owner
+                assert conditional, owner
+                assert wrapped["Fn::If"][0] == "UsesBakeFile", owner
                 prefix_statements[owner] = actions
             elif resources != "*" and "Fn::If" not in resources:
                 assert resources in allowed, f"{owner}: {resources}"

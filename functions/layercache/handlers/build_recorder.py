@@ -17,6 +17,7 @@ from layercache.build_records import BuildsTable
 from layercache.github_token import SecretToken
 from layercache.recording.events import BuildStateChangeEvent
 from layercache.recording.github import GitHubStatusClient
+from layercache.recording.metrics import emit_image_metrics
 from layercache.recording.notify import SnsNotifier
 from layercache.recording.publish import TagPublisher
 from layercache.recording.service import BuildRecorder
@@ -78,6 +79,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_dimensions(**outcome.dimensions)
         for point in outcome.metrics:
             metrics.add_metric(name=point.name, unit=point.unit, value=point.value)
+    emit_image_metrics(outcome.image_metrics)  # one EMF document per image of a Bake file
     logger.info(
         "Build state recorded" if outcome.recorded else "Build state already recorded",
         build_id=outcome.build_id,
@@ -86,6 +88,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         notified=outcome.notified,
         commit_status_posted=outcome.status_posted,
         tags_published=outcome.publication.tags if outcome.publication else (),
+        tags_published_in=outcome.publication.repositories if outcome.publication else (),
     )
     return {
         "recorded": outcome.recorded,

@@ -4,5 +4,7 @@
 - `plan`: `make_plan(images, policy, now)`, a pure function from images and a policy to a plan.
 - `ecr`: reads a repository (DescribeImages, BatchGetImage) and deletes in safe order.
 - `in_use`: the digests ECS tasks and Lambda functions run, so they are never deleted.
+- `repositories`: with a Bake file, the targets' repositories under the stack's prefix, as
+  the builds table remembers them.
 - `service`: one run over the configured repositories; `dry_run_plan` for benchmarks.
 """

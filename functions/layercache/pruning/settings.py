@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from layercache.pruning.plan import Policy
 from layercache.settings import EnvSettings, split_csv
@@ -15,6 +16,10 @@ _REPOSITORY_ARN_MARK = ":repository/"
 class PrunerSettings(EnvSettings):
     image_repository_name: str = Field(min_length=1)
     build_project_name: str = ""
+    # With a Bake file, each target's repository `<image_repository_name>/<target>` is
+    # pruned too: the builds table names them (`REPOSITORIES#<image>`).
+    bake_file: str = ""
+    builds_table_name: str = ""
     # Repository ARNs (or names) to prune; empty: the stack's own image repository.
     prune_repositories: tuple[str, ...] = ()
     prune_protected_tags: tuple[str, ...] = ("latest", "v*")
@@ -40,6 +45,17 @@ class PrunerSettings(EnvSettings):
             if entry.startswith("arn:") and _REPOSITORY_ARN_MARK not in entry:
                 raise ValueError(f"not an ECR repository ARN: {entry}")
         return value
+
+    @model_validator(mode="after")
+    def _table_for_bake_repositories(self) -> Self:
+        if self.reads_image_repositories and not self.builds_table_name:
+            raise ValueError("BAKE_FILE is set: BUILDS_TABLE_NAME must name the builds table")
+        return self
+
+    @property
+    def reads_image_repositories(self) -> bool:
+        """Whether the Bake targets' repositories are read from the builds table."""
+        return bool(self.bake_file.strip())
 
     @property
     def repositories(self) -> tuple[str, ...]:

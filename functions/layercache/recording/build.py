@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
 from layercache.build_records import BuildStatus
+
+# The standard library's logger, not Powertools': the user's `layercache` command imports
+# this module without Powertools. In Lambda its records reach the Powertools logger of the
+# service ("layercache"), its parent, and are written as JSON like the others.
+logger = logging.getLogger(__name__)
 
 # Variables the buildspec exports (`exported-variables`); each one is optional.
 EXPORTED_IMAGE_DIGEST = "LAYERCACHE_IMAGE_DIGEST"
@@ -21,6 +30,13 @@ EXPORTED_CACHE_HIT_RATIO = "LAYERCACHE_CACHE_HIT_RATIO"
 EXPORTED_CACHE_REF_HIT = "LAYERCACHE_CACHE_REF_HIT"
 EXPORTED_BUILD_SECONDS = "LAYERCACHE_BUILD_SECONDS"
 EXPORTED_PUSH_SECONDS = "LAYERCACHE_PUSH_SECONDS"
+# With a Bake file: one JSON object per image (buildspecs/bake_build.py, ImageResult); the
+# variables above then hold the build's totals and no digest or build tags.
+EXPORTED_IMAGES = "LAYERCACHE_IMAGES"
+
+# An ECR repository name (ECR's own pattern) and an OCI content digest (`algorithm:hex`).
+_REPOSITORY_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 # Phase statuses that end a build early; the first such phase is "the phase that failed".
 FAILED_PHASE_STATUSES = frozenset({"FAILED", "FAULT", "TIMED_OUT", "STOPPED", "CLIENT_ERROR"})
@@ -37,6 +53,53 @@ class Phase:
 
 
 @dataclass(frozen=True)
+class ImageOutput:
+    """One image of a Bake file's build (an entry of LAYERCACHE_IMAGES), checked.
+
+    `repository` is the ECR repository's name (the URI's path after the registry host);
+    numbers are None where absent or out of range.
+    """
+
+    image: str
+    repository: str
+    digest: str
+    tags: tuple[str, ...] = ()
+    moving_tags: tuple[str, ...] = ()
+    built_on: tuple[str, ...] = ()
+    cache_hit_ratio: Decimal | None = None
+    cached_steps: int | None = None
+    total_steps: int | None = None
+    cache_ref_hit: str | None = None
+    build_seconds: Decimal | None = None
+    push_seconds: Decimal | None = None
+    cache_export_seconds: Decimal | None = None
+    cache_status: str | None = None
+
+    @property
+    def fully_cached(self) -> bool:
+        """Every step came from the cache: the image's inputs did not change."""
+        return self.total_steps is not None and 0 < self.total_steps == self.cached_steps
+
+    def as_item(self) -> dict[str, Any]:
+        """The image's entry in the build item's `images` list (DynamoDB values, no floats)."""
+        fields: dict[str, Any] = {
+            "image": self.image,
+            "repository": self.repository,
+            "digest": self.digest,
+            "tags": list(self.tags),
+            "built_on": list(self.built_on),
+            "cache_hit_ratio": self.cache_hit_ratio,
+            "cached_steps": self.cached_steps,
+            "total_steps": self.total_steps,
+            "cache_ref_hit": self.cache_ref_hit,
+            "build_seconds": self.build_seconds,
+            "push_seconds": self.push_seconds,
+            "cache_status": self.cache_status,
+        }
+        return {name: value for name, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True)
 class BuildOutputs:
     """The build driver's exported variables, parsed; None where absent or unreadable."""
 
@@ -47,6 +110,8 @@ class BuildOutputs:
     cache_ref_hit: str | None = None
     build_seconds: Decimal | None = None
     push_seconds: Decimal | None = None
+    # With a Bake file: one result per image, in the order they were built; else empty.
+    images: tuple[ImageOutput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,8 +153,9 @@ class BuildFacts:
     def failed_phase(self) -> Phase | None:
         return failed_phase(self.phases, self.status, self.current_phase)
 
-    @property
+    @cached_property
     def outputs(self) -> BuildOutputs:
+        # Parsed once per facts: a dropped image entry is logged once, not on every read.
         return parse_outputs(self.exported)
 
 
@@ -120,6 +186,13 @@ def failed_phase(
     return None
 
 
+# Numbers are kept to this many decimal places and below this magnitude, so that every one
+# fits a DynamoDB number (38 significant digits): a 40-digit ratio would fail the write on
+# every retry.
+_PLACES = Decimal("0.000001")
+_LARGEST = Decimal(10) ** 15
+
+
 def _decimal(text: str | None) -> Decimal | None:
     if text is None or not text.strip():
         return None
@@ -127,28 +200,167 @@ def _decimal(text: str | None) -> Decimal | None:
         value = Decimal(text.strip())
     except InvalidOperation:
         return None
-    return value if value.is_finite() else None
+    return _storable(value)
+
+
+def _storable(value: Decimal) -> Decimal | None:
+    if not value.is_finite() or abs(value) >= _LARGEST:
+        return None
+    return value.quantize(_PLACES) if value != value.quantize(_PLACES) else value
+
+
+def _ratio(value: Decimal | None) -> Decimal | None:
+    return value if value is not None and Decimal(0) <= value <= Decimal(1) else None
+
+
+def _seconds(value: Decimal | None) -> Decimal | None:
+    return value if value is not None and value >= 0 else None
 
 
 def parse_outputs(exported: Mapping[str, str]) -> BuildOutputs:
-    ratio = _decimal(exported.get(EXPORTED_CACHE_HIT_RATIO))
-    if ratio is not None and not Decimal(0) <= ratio <= Decimal(1):
-        ratio = None
-    build_seconds = _decimal(exported.get(EXPORTED_BUILD_SECONDS))
-    push_seconds = _decimal(exported.get(EXPORTED_PUSH_SECONDS))
     return BuildOutputs(
         image_digest=exported.get(EXPORTED_IMAGE_DIGEST, "").strip() or None,
         image_tags=_tags(exported.get(EXPORTED_IMAGE_TAGS, "")),
         moving_tags=_tags(exported.get(EXPORTED_MOVING_TAGS, "")),
-        cache_hit_ratio=ratio,
+        cache_hit_ratio=_ratio(_decimal(exported.get(EXPORTED_CACHE_HIT_RATIO))),
         cache_ref_hit=exported.get(EXPORTED_CACHE_REF_HIT, "").strip() or None,
-        build_seconds=build_seconds if build_seconds is None or build_seconds >= 0 else None,
-        push_seconds=push_seconds if push_seconds is None or push_seconds >= 0 else None,
+        build_seconds=_seconds(_decimal(exported.get(EXPORTED_BUILD_SECONDS))),
+        push_seconds=_seconds(_decimal(exported.get(EXPORTED_PUSH_SECONDS))),
+        images=parse_images(exported.get(EXPORTED_IMAGES, "")),
     )
 
 
 def _tags(text: str) -> tuple[str, ...]:
     return tuple(tag.strip() for tag in text.split(",") if tag.strip())
+
+
+def repository_name(uri: str) -> str | None:
+    """An ECR repository's name from its URI: the path after the registry host.
+
+    `123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app/api` -> `team/app/api`. A
+    first component that names no host (no `.` or `:`, not `localhost`) is part of the
+    name. None when what is left is not a repository name.
+    """
+    host, slash, path = uri.strip().partition("/")
+    if not slash:
+        host, path = "", host
+    elif not ("." in host or ":" in host or host == "localhost"):
+        path = f"{host}/{path}"
+    path = path.partition("@")[0]
+    return path if _REPOSITORY_NAME.fullmatch(path) else None
+
+
+def parse_images(text: str) -> tuple[ImageOutput, ...]:
+    """LAYERCACHE_IMAGES, checked entry by entry.
+
+    Unreadable JSON yields no images; an entry without a readable image name, repository
+    or digest, or repeating an image or repository of an earlier entry, is dropped; a
+    number out of range (ratio outside 0..1, negative seconds or steps, more cached steps
+    than steps) is left out. Each drop is logged as a warning.
+    """
+    if not text.strip():
+        return ()
+    try:
+        entries = json.loads(text, parse_float=Decimal, parse_constant=lambda _: None)
+    except ValueError as error:
+        logger.warning(
+            f"{EXPORTED_IMAGES} is not JSON: no per-image results", extra={"reason": str(error)}
+        )
+        return ()
+    if not isinstance(entries, list):
+        logger.warning(f"{EXPORTED_IMAGES} is not a JSON list: no per-image results")
+        return ()
+    images: list[ImageOutput] = []
+    for index, entry in enumerate(entries):
+        image, reason = _image_output(entry)
+        if image is not None:
+            earlier = next(
+                (
+                    other
+                    for other in images
+                    if image.image == other.image or image.repository == other.repository
+                ),
+                None,
+            )
+            if earlier is not None:
+                image, reason = None, f"repeats the image {earlier.image} ({earlier.repository})"
+        if image is None:
+            logger.warning(
+                f"{EXPORTED_IMAGES}: entry {index} dropped: {reason}", extra={"entry": index}
+            )
+            continue
+        images.append(image)
+    return tuple(images)
+
+
+def _image_output(entry: Any) -> tuple[ImageOutput | None, str]:
+    if not isinstance(entry, dict):
+        return None, "not a JSON object"
+    image = _text_of(entry.get("image"))
+    uri = _text_of(entry.get("repository"))
+    digest = _text_of(entry.get("digest"))
+    if image is None:
+        return None, "no image name"
+    if uri is None:
+        return None, f"{image}: no repository"
+    repository = repository_name(uri)
+    if repository is None:
+        return None, f"{image}: {uri!r} names no ECR repository"
+    if digest is None or not _DIGEST.fullmatch(digest):
+        return None, f"{image}: no image digest"
+    cached, total = _count(entry.get("cached_steps")), _count(entry.get("total_steps"))
+    if cached is not None and total is not None and cached > total:
+        cached = total = None
+    return (
+        ImageOutput(
+            image=image,
+            repository=repository,
+            digest=digest,
+            tags=_texts(entry.get("tags")),
+            moving_tags=_texts(entry.get("moving_tags")),
+            built_on=_texts(entry.get("built_on")),
+            cache_hit_ratio=_ratio(_number(entry.get("cache_hit_ratio"))),
+            cached_steps=cached,
+            total_steps=total,
+            cache_ref_hit=_text_of(entry.get("cache_ref_hit")),
+            build_seconds=_seconds(_number(entry.get("build_seconds"))),
+            push_seconds=_seconds(_number(entry.get("push_seconds"))),
+            cache_export_seconds=_seconds(_number(entry.get("cache_export_seconds"))),
+            cache_status=_text_of(entry.get("cache_status")),
+        ),
+        "",
+    )
+
+
+def _text_of(value: Any) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    texts = (_text_of(item) for item in value)
+    return tuple(dict.fromkeys(text for text in texts if text is not None))
+
+
+def _number(value: Any) -> Decimal | None:
+    """A JSON number (parsed as Decimal) or a numeric string; never a bool."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return _storable(Decimal(value))
+    if isinstance(value, Decimal):
+        return _storable(value)
+    if isinstance(value, str):
+        return _decimal(value)
+    return None
+
+
+def _count(value: Any) -> int | None:
+    number = _number(value)
+    if number is None or number < 0 or number != number.to_integral_value():
+        return None
+    return int(number)
 
 
 def _utc(moment: Any) -> datetime | None:

@@ -17,8 +17,9 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from email.message import Message
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -64,20 +65,48 @@ def commit_status_for(record: Mapping[str, Any], status: BuildStatus) -> CommitS
     sha = record.get("commit")
     if not isinstance(sha, str) or not sha or status not in STATES:
         return None
-    description = _DESCRIPTIONS[status]
-    if status.is_final and record.get("duration_seconds") is not None:
-        description += f" in {seconds_text(record['duration_seconds'])}"
-    if record.get("failed_phase") and status is not BuildStatus.SUCCEEDED:
-        description += f" ({record['failed_phase']} phase)"
-    ratio = record.get("cache_hit_ratio")
-    if status is BuildStatus.SUCCEEDED and ratio is not None:
-        description += f", cache hits {float(ratio):.0%}"
+    images = record.get("images")
+    if status is BuildStatus.SUCCEEDED and isinstance(images, list) and images:
+        description = images_description(record, images)
+    else:
+        description = _DESCRIPTIONS[status]
+        if status.is_final and record.get("duration_seconds") is not None:
+            description += f" in {seconds_text(record['duration_seconds'])}"
+        if record.get("failed_phase") and status is not BuildStatus.SUCCEEDED:
+            description += f" ({record['failed_phase']} phase)"
+        ratio = record.get("cache_hit_ratio")
+        if status is BuildStatus.SUCCEEDED and ratio is not None:
+            description += f", cache hits {float(ratio):.0%}"
     return CommitStatus(
         sha=sha,
         state=STATES[status],
         target_url=str(record.get("console_url", "")),
         description=description[:MAX_DESCRIPTION],
         context=f"layercache/{record.get('image', 'image')}",
+    )
+
+
+def images_description(record: Mapping[str, Any], images: Sequence[Any]) -> str:
+    """A Bake file's succeeded build: `Succeeded in 1m05s, 3 images, 2 cached`.
+
+    An image counts as cached when every one of its steps came from the cache.
+    """
+    duration = record.get("duration_seconds")
+    cached = sum(1 for image in images if isinstance(image, Mapping) and _fully_cached(image))
+    return (
+        "Succeeded"
+        + (f" in {seconds_text(duration)}" if duration is not None else "")
+        + f", {len(images)} image{'' if len(images) == 1 else 's'}, {cached} cached"
+    )
+
+
+def _fully_cached(image: Mapping[str, Any]) -> bool:
+    cached, total = image.get("cached_steps"), image.get("total_steps")
+    return (
+        isinstance(cached, int | Decimal)
+        and isinstance(total, int | Decimal)
+        and not isinstance(cached, bool)
+        and 0 < total == cached
     )
 
 

@@ -151,6 +151,8 @@ def progress_fields(facts: BuildFacts, now: datetime) -> dict[str, Any]:
             "cache_ref_hit": outputs.cache_ref_hit,
             "build_seconds": outputs.build_seconds,
             "push_seconds": outputs.push_seconds,
+            # With a Bake file, one entry per image (the attributes above are the totals).
+            "images": [image.as_item() for image in outputs.images] or None,
         }
     )
     return {name: value for name, value in fields.items() if value is not None}

@@ -58,6 +58,13 @@ def failure_notification(record: Mapping[str, Any], status: BuildStatus) -> Noti
     ]
     if reason:
         lines.append(f"Reason:        {reason}")
+    images = [
+        str(entry["image"])
+        for entry in record.get("images") or ()
+        if isinstance(entry, Mapping) and entry.get("image")
+    ]
+    if images:  # a Bake file's build that exported its images before it ended
+        lines.append(f"Images:        {', '.join(images)}")
     lines += [
         f"Build:         {record.get('build_id', '?')}"
         + (f" (#{number})" if number is not None else ""),

@@ -33,7 +33,13 @@ from layercache.recording.items import (
     REPORTED_AT,
     record_update,
 )
-from layercache.recording.metrics import MetricPoint, metric_dimensions, metric_points
+from layercache.recording.metrics import (
+    ImageMetricSet,
+    MetricPoint,
+    image_metric_sets,
+    metric_dimensions,
+    metric_points,
+)
 from layercache.recording.notify import SnsNotifier, failure_notification
 from layercache.recording.publish import Publication, TagPublisher
 from layercache.recording.store import BuildRecordStore
@@ -72,6 +78,7 @@ class Outcome:
     record: dict[str, Any] = field(default_factory=dict)
     metrics: tuple[MetricPoint, ...] = ()
     dimensions: dict[str, str] = field(default_factory=dict)
+    image_metrics: tuple[ImageMetricSet, ...] = ()  # with a Bake file: one set per image
 
 
 class BuildRecorder:
@@ -194,6 +201,7 @@ class BuildRecorder:
             record=record,
             metrics=tuple(metric_points(record, facts.status)),
             dimensions=metric_dimensions(record),
+            image_metrics=tuple(image_metric_sets(record, facts.status)),
         )
 
     def _claim_report(self, facts: BuildFacts, deadline: datetime) -> str | None:
