@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from layercache_dev.kit.rig import BuildOutcome, Rig
+from layercache_dev.kit.buildspec import BuildOutcome
+from layercache_dev.kit.rig import Rig
 
 pytestmark = pytest.mark.docker
 
