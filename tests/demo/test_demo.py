@@ -1,8 +1,9 @@
 """`layercache demo` end to end: its story, its serve mode, Ctrl-C, and no Docker engine.
 
-The story test runs the whole demo once (real builds on the docker tier; about a
-minute) and asserts what it claims from its JSON summary, from the embedded AWS it
-keeps serving, and from `layercache report` run against that.
+The story test runs the whole demo once (real builds on the docker tier, the monorepo
+scene's included; about a minute and a half) and asserts what it claims from its JSON
+summary, from the embedded AWS it keeps serving, and from `layercache report` run
+against that.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import pytest
 
 from layercache.pruning.model import branch_slug
 from layercache_dev.kit.github_events import LOCAL_WEBHOOK_SECRET
+from layercache_dev.kit.monorepo import BAKE_FILE_NAME, IMAGES, STEPS_PER_IMAGE
 from layercache_dev.kit.paths import ROOT
 from layercache_dev.kit.prerequisites import docker_binary
 
 from .conftest import Demos, free_port
 
-STORY_TIMEOUT = 480  # seconds; the demo takes about one minute on 2 cores
+STORY_TIMEOUT = 480  # seconds; the demo takes about a minute and a half on 2 cores
 KEEP_REASONS = {"protected-tag", "current-cache", "newest-of-branch", "child-of-kept-index"}
 DELETE_REASONS = {
     "superseded-cache",
@@ -191,6 +193,8 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
     assert re.search(r"main\s+5\s+100% \(5/5\)", summary["report"])
     assert re.search(r"feature/login\s+2\s+100% \(2/2\)", summary["report"])
 
+    assert_the_monorepo_scene(summary, demo.output)
+
     # --serve: the resources and records are there for sam local invoke and the report.
     assert aws_client("dynamodb", port).describe_table(TableName="layercache-builds")
     secret = aws_client("secretsmanager", port).get_secret_value(
@@ -222,6 +226,79 @@ def test_the_demo_plays_its_story_then_serves(demos: Demos, tmp_path: Path) -> N
     assert "Stopped serving." in demo.output
     assert demo.leftover_processes() == []
     assert demo.leftover_files() == []
+
+
+def assert_the_monorepo_scene(summary: dict[str, Any], output: str) -> None:
+    """The second stack (BakeFile=docker-bake.hcl): three pushes, each building every image
+    of the sample monorepo into its own repository; only what changed rebuilt."""
+    scene = summary["monorepo"]
+    prefix = scene["stack"]["repository"]
+    assert scene["stack"]["bake_file"] == BAKE_FILE_NAME
+    deliveries = {d["name"]: (d["status"], d["builds_started"]) for d in scene["deliveries"]}
+    assert deliveries == {"mono-cold": (202, 1), "mono-tool": (202, 1), "mono-base": (202, 1)}
+    builds = {b["story"]: b for b in scene["builds"]}
+    assert list(builds) == ["cold", "tool-changed", "base-changed"]
+    assert [b["number"] for b in builds.values()] == [1, 2, 3]  # the second project's own
+    # ECR's CREATE_ON_PUSH: each image's repository appeared with its first push.
+    assert sorted(scene["repositories_created_on_push"]) == sorted(
+        f"{prefix}/{image}" for image in IMAGES
+    )
+
+    def cached(story: str) -> dict[str, tuple[int, int, bool]]:
+        return {
+            i["image"]: (i["cached_steps"], i["total_steps"], i["cache_hit"])
+            for i in builds[story]["images"]
+        }
+
+    steps = STEPS_PER_IMAGE
+    assert cached("cold") == dict.fromkeys(IMAGES, (0, steps, False))
+    # Only tool's source changed: tool's copy step reran; the others are 100% cached.
+    assert cached("tool-changed") == {
+        "base": (steps, steps, True),
+        "api": (steps, steps, True),
+        "worker": (steps, steps, True),
+        "tool": (steps - 1, steps, False),
+    }
+    # Base's source changed: base's copy step reran, and every step of the images built on it.
+    assert cached("base-changed") == {
+        "base": (steps - 1, steps, False),
+        "api": (0, steps, False),
+        "worker": (0, steps, False),
+        "tool": (steps, steps, True),
+    }
+    for build in builds.values():
+        assert build["status"] == "SUCCEEDED"
+        assert build["tags_published"] == ["main", "latest"]
+        images = {i["image"]: i for i in build["images"]}
+        assert build["images"][0]["image"] == "base"  # before what is built on it
+        assert images["api"]["built_on"] == images["worker"]["built_on"] == ["base"]
+        for image, result in images.items():
+            assert result["repository"] == f"{prefix}/{image}"
+            # BuildRecorderFunction moved main and latest in each image's repository to
+            # this build's image (read from the registry right after the build).
+            assert build["moving_tags_in_registry"][image] == {
+                "main": result["digest"],
+                "latest": result["digest"],
+            }
+    # The commit status the recorder posts for a Bake file's build names the images.
+    assert builds["cold"]["commit_status"].endswith("4 images, 0 cached")
+    assert builds["tool-changed"]["commit_status"].endswith("4 images, 3 cached")
+    assert builds["base-changed"]["commit_status"].endswith("4 images, 1 cached")
+    # The pruner covered every image repository the recorder remembered.
+    pruning = scene["pruning"]
+    assert sorted(pruning["remembered"]) == sorted(f"{prefix}/{image}" for image in IMAGES)
+    pruned = {r["repository"]: r for r in pruning["dry_run"]}
+    assert set(pruning["remembered"]) <= set(pruned)
+    for name in pruning["remembered"]:
+        assert pruned[name]["dry_run"] is True
+        assert "error" not in pruned[name]
+        assert pruned[name]["kept"] > 0
+        assert pruned[name]["planned_deletions"] > 0  # the two older builds, superseded caches
+    # Its own report, printed after the first stack's.
+    assert "Recent builds (3 of 3" in scene["report"]
+    assert f"layercache report --table {scene['stack']['table']}" in output
+    assert "Monorepo tool-changed:" in summary["closing"]
+    assert "rebuilt tool; cache hits base, api, worker." in summary["closing"]
 
 
 @pytest.mark.docker

@@ -1,7 +1,8 @@
 """Several images from one repository, through the real buildspec and driver.
 
-The sample monorepo declares, in a Bake file, a base image, two images built on it
-(`FROM base`, with `contexts = { base = "target:base" }`) and one independent image.
+The sample monorepo (layercache_dev.kit.monorepo, which the demo's monorepo scene
+builds too) declares, in a Bake file, a base image, two images built on it (`FROM base`,
+with `contexts = { base = "target:base" }`) and one independent image.
 Every build runs on an emptied builder, as on a fresh CodeBuild host; the registry's
 log tells which layers moved.
 """
@@ -17,40 +18,17 @@ from typing import Any
 import pytest
 
 from layercache_dev.kit.buildspec import BuildOutcome
+from layercache_dev.kit.monorepo import (
+    BAKE_FILE_NAME,
+    LAYER_BYTES,
+    STEPS_PER_IMAGE,
+    write_monorepo,
+)
 from layercache_dev.kit.rig import Rig
 
 pytestmark = pytest.mark.docker
 
 PREFIX = "mono"
-BAKE_FILE = """\
-group "default" {
-  targets = ["base", "api", "worker", "tool"]
-}
-target "base" {
-  context = "base"
-}
-target "api" {
-  context = "api"
-  contexts = { base = "target:base" }
-}
-target "worker" {
-  context = "worker"
-  contexts = { base = "target:base" }
-  tags = ["example.com/team/worker:dev"]
-}
-target "tool" {
-  context = "tool"
-}
-"""
-# Each image has a step that writes a layer of its own (512 KiB) and one that copies its
-# source: a change of the source rebuilds the copy and what follows it.
-DOCKERFILES = {
-    "base": "FROM {base}\nRUN head -c 524288 /dev/urandom > /base.bin\nCOPY src/ /base-src/\n",
-    "api": "FROM base\nRUN head -c 524288 /dev/urandom > /api.bin\nCOPY src/ /api-src/\n",
-    "worker": "FROM base\nRUN head -c 524288 /dev/urandom > /worker.bin\nCOPY src/ /worker-src/\n",
-    "tool": "FROM {base}\nRUN head -c 524288 /dev/urandom > /tool.bin\nCOPY src/ /tool-src/\n",
-}
-LAYER_BYTES = 524288
 ATTESTATION_BYTES = 16 * 1024
 _commits = itertools.count(1)
 
@@ -59,21 +37,13 @@ def new_commit() -> str:
     return hashlib.sha1(f"monorepo commit {next(_commits)}".encode()).hexdigest()  # noqa: S324
 
 
-def write_monorepo(rig: Rig, root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "docker-bake.hcl").write_text(BAKE_FILE)
-    for image, dockerfile in DOCKERFILES.items():
-        rig.write_context(root / image, dockerfile, {"src/main.txt": f"{image} v1\n"})
-    return root
-
-
 def bake_build(rig: Rig, root: Path, *, branch: str, commit: str) -> BuildOutcome:
     outcome = rig.build(
         root,
         repository=rig.repository(PREFIX),
         branch=branch,
         commit=commit,
-        extra_env={"LAYERCACHE_BAKE_FILE": "docker-bake.hcl", "LAYERCACHE_BAKE_TARGETS": ""},
+        extra_env={"LAYERCACHE_BAKE_FILE": BAKE_FILE_NAME, "LAYERCACHE_BAKE_TARGETS": ""},
     )
     assert outcome.ok, outcome.log[-4000:]
     return outcome
@@ -110,7 +80,8 @@ def test_each_image_goes_to_its_own_repository_with_its_own_tags_and_cache(
         assert result["moving_tags"] == ["main", "latest"]
         assert rig.registry.digest(name, commit) == result["digest"]
         assert rig.registry.digest(name, "cache-main") is not None  # its own cache ref
-        assert result["total_steps"] == 2, result  # its own steps, not its base's again
+        # its own steps, not its base's again
+        assert result["total_steps"] == STEPS_PER_IMAGE, result
     # The Bake file's own tags are not where layercache publishes.
     assert rig.registry.tags(f"{PREFIX}/worker") == sorted(
         [commit, f"main-{commit[:7]}", "cache-main"]

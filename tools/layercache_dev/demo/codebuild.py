@@ -8,14 +8,20 @@ report what really happened:
 - StartBuild (from any client of the embedded AWS) is seen on the server side, with the
   overrides the trigger sent; the build gets CodeBuild's number, environment (the
   project's variables plus the overrides) and source, and waits in `pending`.
-- `run_next()` runs the oldest pending build for real: PROVISIONING empties the builder's
-  local cache (a fresh build host), DOWNLOAD_SOURCE checks the source version out of the
-  demo's `SourceRepository`, BUILD runs buildspecs/buildspec.yml through the rig (its
-  phases run in one script, so INSTALL, PRE_BUILD and POST_BUILD are reported inside
-  BUILD, at 0 s). The build's status, times, phases and `exportedEnvironmentVariables`
-  are then what BatchGetBuilds answers, unchanged on every call.
+- `run()` runs a pending build for real: PROVISIONING empties the builder's local cache
+  (a fresh build host), DOWNLOAD_SOURCE checks the source version out of the project's
+  `SourceRepository` (`use_source`: one per project; a commit without a root Dockerfile
+  is checked out as the tree it is, e.g. a Bake file's monorepo), BUILD runs
+  buildspecs/buildspec.yml through the rig with the project's build variables
+  (`LAYERCACHE_BAKE_FILE`, `LAYERCACHE_BAKE_TARGETS`) and the overrides (its phases run
+  in one script, so INSTALL, PRE_BUILD and POST_BUILD are reported inside BUILD, at 0 s).
+  Build numbers count per project, as CodeBuild's do. The build's status, times,
+  phases and `exportedEnvironmentVariables` are then what BatchGetBuilds answers,
+  unchanged on every call.
 - Like EventBridge, it hands the "CodeBuild Build State Change" events (IN_PROGRESS when
-  the build starts, then the final one) to `deliver`, the BuildRecorderFunction.
+  the build starts, then the final one) to `deliver`, the BuildRecorderFunction. Between
+  the buildspec's end and the final event, `pushed(environment)` (if given) lets the
+  demo act as ECR does on a push (create a repository on its first push).
 """
 
 from __future__ import annotations
@@ -34,9 +40,14 @@ from moto.codebuild.responses import CodeBuildResponse
 
 from layercache_dev.kit.buildspec import BuildOutcome
 from layercache_dev.kit.embedded_aws import ACCOUNT, REGION
+from layercache_dev.kit.monorepo import write_tree
 from layercache_dev.kit.rig import Rig
 
 EVENT_TIME_FORMAT = "%b %d, %Y %I:%M:%S %p"  # as CodeBuild writes times in its events
+# The project's build variables the buildspec reads beyond those the rig sets itself.
+PROJECT_VARIABLES = ("LAYERCACHE_BAKE_FILE", "LAYERCACHE_BAKE_TARGETS")
+# The overrides a StartBuild may carry that the buildspec reads.
+OVERRIDES = ("LAYERCACHE_TRIGGER", "LAYERCACHE_REQUESTED_AT")
 
 
 def _iso(moment: datetime) -> str:
@@ -147,16 +158,23 @@ class LocalCodeBuild:
         *,
         workdir: Path,
         deliver: Callable[[dict[str, Any]], Any],
+        pushed: Callable[[Mapping[str, str]], Any] | None = None,
     ) -> None:
         self.rig = rig
         self.source = source
         self.workdir = workdir
         self.deliver = deliver
+        self.pushed = pushed
+        self._sources: dict[str, SourceRepository] = {}
         self._pending: list[PendingBuild] = []
-        self._numbers = 0
+        self._numbers: dict[str, int] = {}
         self._lock = threading.Lock()
         self._original_start: Any = None
         self._backend: Any = None
+
+    def use_source(self, project: str, source: SourceRepository) -> None:
+        """Builds of `project` check out `source` (others the constructor's `source`)."""
+        self._sources[project] = source
 
     # -- hooking into moto
 
@@ -202,8 +220,8 @@ class LocalCodeBuild:
         given = {o["name"]: o.get("value", "") for o in overrides}
         variables.update(given)
         with self._lock:
-            self._numbers += 1
-            number = self._numbers
+            number = self._numbers.get(build["projectName"], 0) + 1
+            self._numbers[build["projectName"]] = number
         now = datetime.now(UTC)
         build.update(
             {
@@ -268,8 +286,9 @@ class LocalCodeBuild:
         clock = started
         self.rig.reset_builder()  # a fresh build host: its local cache is empty
         clock = _timed(phases, "PROVISIONING", clock)
-        commit = self.source.resolve(build.get("sourceVersion") or env["LAYERCACHE_BRANCH"])
-        context = self._checkout(commit, number)
+        source = self._sources.get(build["projectName"], self.source)
+        commit = source.resolve(build.get("sourceVersion") or env["LAYERCACHE_BRANCH"])
+        context = self._checkout(commit, f"{build['projectName']}-{number}")
         clock = _timed(phases, "DOWNLOAD_SOURCE", clock)
         phases.append(_phase("INSTALL", clock, clock))
         phases.append(_phase("PRE_BUILD", clock, clock))
@@ -281,10 +300,11 @@ class LocalCodeBuild:
             mode=env.get("LAYERCACHE_MODE") or "normal",
             default_branch=env.get("LAYERCACHE_DEFAULT_BRANCH") or "main",
             extra_env={
+                **{name: env[name] for name in PROJECT_VARIABLES if env.get(name)},
                 **{
                     name: value
                     for name, value in item.overrides.items()
-                    if name in ("LAYERCACHE_TRIGGER", "LAYERCACHE_REQUESTED_AT") and value
+                    if name in OVERRIDES and value
                 },
                 # What CodeBuild sets from StartBuild's sourceVersion.
                 "CODEBUILD_SOURCE_VERSION": build.get("sourceVersion") or commit.sha,
@@ -294,6 +314,8 @@ class LocalCodeBuild:
         )
         status = "SUCCEEDED" if outcome.ok else "FAILED"
         clock = _timed(phases, "BUILD", clock, status)
+        if self.pushed is not None:
+            self.pushed(env)
         if not outcome.ok:
             tail = [line for line in outcome.log.splitlines() if line.strip()][-1:]
             phases[-1]["contexts"] = [
@@ -308,7 +330,7 @@ class LocalCodeBuild:
         for name in ("POST_BUILD", "UPLOAD_ARTIFACTS", "FINALIZING"):
             phases.append(_phase(name, clock, clock))
         phases.append({"phaseType": "COMPLETED", "startTime": _iso(clock)})
-        log_path = self.workdir / "builds" / f"{number}.log"
+        log_path = self.workdir / "builds" / f"{build['projectName']}-{number}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(outcome.log)
         build.update(
@@ -343,9 +365,12 @@ class LocalCodeBuild:
         directory.mkdir(parents=True, exist_ok=True)
         return directory
 
-    def _checkout(self, commit: Commit, number: int) -> Path:
-        directory = self.workdir / "checkouts" / str(number)
+    def _checkout(self, commit: Commit, name: str) -> Path:
+        directory = self.workdir / "checkouts" / name
         files = dict(commit.files)
+        if "Dockerfile" not in files:  # a tree of contexts, as a Bake file declares them
+            directory.mkdir(parents=True, exist_ok=True)
+            return write_tree(self.rig, directory, files)
         dockerfile = files.pop("Dockerfile")
         return self.rig.write_context(directory, dockerfile, files)
 

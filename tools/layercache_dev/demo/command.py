@@ -12,11 +12,14 @@ template.yaml gives each function:
   BuildRecorderFunction -> BuildsTable, and the moving tags (`main`, `latest`) moved
   through ECR (BatchGetImage + PutImage, acting on the local registry: demo.ecr);
   two pushes delivered in reverse order, the newer one winning; NightlyRebuildFunction's
-  refresh; ImagePrunerFunction, dry run then for real; `layercache report`.
+  refresh; ImagePrunerFunction, dry run then for real; then the monorepo scene
+  (demo.monorepo: a second stack with a Bake file, one repository per image);
+  `layercache report` of each stack.
 
-Function logs and metrics go to <workdir>/logs/functions.log, each build's log to
-<workdir>/builds/<number>.log (`--keep` leaves them). Without a Docker engine it says
-so and stops: it never fakes a build.
+Function logs and metrics go to <workdir>/logs/functions.log (the monorepo stack's to
+logs/monorepo-functions.log), each build's log to <workdir>/builds/<project>-<number>.log
+(`--keep` leaves them). Without a Docker engine it says so and stops: it never fakes a
+build.
 """
 
 from __future__ import annotations
@@ -175,15 +178,18 @@ class LocalFunctions:
     """Invoke the stack's functions in this process, each with the template's environment.
 
     Function logs and metrics (stdout in Lambda) go to `log_path`. A function's cached
-    service is rebuilt whenever its environment changes.
+    service is rebuilt whenever its environment changes; `last_env` is shared by the
+    `LocalFunctions` of several stacks (their functions share one process's caches).
     """
 
-    def __init__(self, stack: Stack, log_path: Path) -> None:
+    def __init__(
+        self, stack: Stack, log_path: Path, last_env: dict[str, dict[str, str]] | None = None
+    ) -> None:
         self.stack = stack
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("a", encoding="utf-8")
-        self._last_env: dict[str, dict[str, str]] = {}
+        self.last_env: dict[str, dict[str, str]] = {} if last_env is None else last_env
 
     def close(self) -> None:
         self._log.close()
@@ -212,9 +218,9 @@ class LocalFunctions:
             # Powertools' log handlers write to the stdout they found at import: here.
             log_handlers_writing_to(self._log, prefix="layercache"),
         ):
-            if self._last_env.get(logical_id) != env:
+            if self.last_env.get(logical_id) != env:
                 reset_function_service(logical_id)
-                self._last_env[logical_id] = env
+                self.last_env[logical_id] = env
             result: dict[str, Any] = invoke_function(
                 logical_id,
                 event,
@@ -274,6 +280,8 @@ class Demo:
     release_registry: Callable[[], None]
     summary: dict[str, Any] = field(default_factory=dict)
     recorded: list[dict[str, Any]] = field(default_factory=list)
+    # EventBridge's rules: a build state change goes to its project's stack's recorder.
+    recorders: dict[str, Callable[[dict[str, Any]], None]] = field(default_factory=dict)
     last_pushed_at: int = 0
 
     # -- one delivery, the requests it hands on, and the builds they start
@@ -292,6 +300,7 @@ class Demo:
             changed=changed,
             message=commit.message,
             created=before is None,
+            repository=str(self.stack.refs["SourceRepository"]),
         )
         payload["repository"]["pushed_at"] = self.last_pushed_at
         return function_url_event("push", payload)
@@ -406,8 +415,12 @@ class Demo:
             answers = self.recorded[recorded_before:]
             records = [str(r.get("status")) for r in answers]
             published = [str(t) for r in answers for t in r.get("tags_published") or []]
+            images = _image_results(variables)
+            step.details = [_image_line(image) for image in images]
             step.result = (
-                f"{ran.status} at {ran.commit.short}, buildspec {ran.seconds:.1f}s, {cached}"
+                f"{ran.status} at {ran.commit.short}, buildspec {ran.seconds:.1f}s, "
+                + (f"{len(images)} images, " if images else "")
+                + f"{cached}"
                 f" ({variables.get('LAYERCACHE_CACHE_STATUS', '?')}"
                 + (f", from {ref}" if ref != "none" else "")
                 + f"); recorded {' -> '.join(records)}"
@@ -437,6 +450,7 @@ class Demo:
                 "image_tags": _tag_list(variables.get("LAYERCACHE_IMAGE_TAGS", "")),
                 "moving_tags": _tag_list(variables.get("LAYERCACHE_MOVING_TAGS", "")),
                 "tags_published": published,
+                **({"images": images} if images else {}),
             }
         )
         return ran
@@ -701,6 +715,34 @@ class Demo:
         return text
 
 
+def _image_results(variables: Mapping[str, str]) -> list[dict[str, Any]]:
+    """A Bake file's build: each image's result (LAYERCACHE_IMAGES), as the summary keeps it."""
+    results = json.loads(variables.get("LAYERCACHE_IMAGES") or "[]")
+    return [
+        {
+            "image": result["image"],
+            "repository": str(result["repository"]).split("/", 1)[1],  # the name, no host
+            "digest": result.get("digest"),
+            "built_on": list(result.get("built_on") or []),
+            "cached_steps": int(result.get("cached_steps") or 0),
+            "total_steps": int(result.get("total_steps") or 0),
+            "cache_hit": 0 < int(result.get("total_steps") or 0) == result.get("cached_steps"),
+            "cache_ref_hit": result.get("cache_ref_hit"),
+            "seconds": result.get("build_seconds"),
+        }
+        for result in results
+    ]
+
+
+def _image_line(image: Mapping[str, Any]) -> str:
+    on = f" (on {', '.join(image['built_on'])})" if image["built_on"] else ""
+    verdict = "cache hit" if image["cache_hit"] else "rebuilt"
+    return (
+        f"{image['image'] + on:<16} {image['cached_steps']}/{image['total_steps']} steps cached,"
+        f" {verdict:<9} {str(image['digest'])[7:19]}  {image['repository']}"
+    )
+
+
 def _tag_list(text: str) -> list[str]:
     return [tag for tag in text.split(",") if tag]
 
@@ -878,13 +920,26 @@ def _run(args: argparse.Namespace, progress: Progress, workdir: Path) -> int:
             demo = _set_up(progress, aws, rig, workdir, outer, inner)
             demo.play()
             demo.prune()
+            # The monorepo scene builds on this module's story (see its docstring).
+            from layercache_dev.demo.monorepo import MonorepoScene
+
+            monorepo = MonorepoScene(demo)
+            monorepo.play(workdir, outer)
+            monorepo.prune()
             table = demo.finish()
+            monorepo_table = monorepo.report()
+            demo.summary["monorepo"] = monorepo.summary
         progress.line()
         progress.line("layercache report (from BuildsTable in the embedded AWS)")
         progress.line(table.rstrip())
         progress.line()
+        progress.line(
+            f"layercache report --table {monorepo.scene.stack.table_name} (the monorepo's stack)"
+        )
+        progress.line(monorepo_table.rstrip())
+        progress.line()
         # The closing lines, in the JSON summary too: both say the same.
-        demo.summary["closing"] = _closing(demo.summary)
+        demo.summary["closing"] = _closing(demo.summary) + "\n" + monorepo.closing()
         progress.line(demo.summary["closing"])
         if args.json:
             args.json.write_text(json.dumps(demo.summary, indent=2, default=str) + "\n")
@@ -927,9 +982,15 @@ def _set_up(
     source = SourceRepository()
     recorded: list[dict[str, Any]] = []
 
+    recorders: dict[str, Callable[[dict[str, Any]], None]] = {
+        stack.project_name: lambda event: recorded.append(
+            functions.invoke("BuildRecorderFunction", event)
+        )
+    }
+
     def to_recorder(event: dict[str, Any]) -> None:
-        """EventBridge: a build state change to BuildRecorderFunction."""
-        recorded.append(functions.invoke("BuildRecorderFunction", event))
+        """EventBridge: a build state change to its stack's BuildRecorderFunction."""
+        recorders[event["detail"]["project-name"]](event)
 
     codebuild = LocalCodeBuild(rig, source, workdir=workdir, deliver=to_recorder)
     codebuild.install()
@@ -952,6 +1013,7 @@ def _set_up(
         starter,
         release_registry,
         recorded=recorded,
+        recorders=recorders,
     )
 
 

@@ -4,7 +4,8 @@ The builds push to the local registry; BuildRecorderFunction moves the moving ta
 ImagePrunerFunction reads and deletes through the ECR API.
 
 During the story, `registry_backed_images` makes the embedded ECR's BatchGetImage and
-PutImage of the demo's repository act on the local registry: the recorder's publication
+PutImage of the demo's repository (and, for a Bake file's stack, of every repository
+under its prefix) act on the local registry: the recorder's publication
 of `<branch>` and `latest` (BatchGetImage of the build's manifest by digest, PutImage of
 those bytes under each tag) really moves the registry's tags, so whatever the demo
 later reads as `main` or `latest` is what the recorder published.
@@ -14,6 +15,12 @@ revision the registry stores (tagged or not) into moto's ECR with its true diges
 bytes, media type and tags, and dates it `backdate` earlier than the registry did: the
 demo's builds are minutes old, and the pruner never deletes anything younger than an
 hour (its in-flight grace).
+
+moto creates no repository on a push, and ECR does when a repository creation template
+(`AppliedFor: CREATE_ON_PUSH`) covers the pushed name: `CreateOnPush` does the same for
+the embedded ECR, with the settings of template.yaml's `ImageRepositoriesTemplate`, for
+each repository under the prefix the local registry holds and the embedded ECR does not,
+each time a build has pushed (before the recorder hears of it).
 
 moto's BatchDeleteImage differs from ECR in two ways the pruner would notice (see
 layercache_dev.kit.moto_ecr): it does not report deleted
@@ -36,7 +43,9 @@ from moto.ecr.models import Image
 
 from layercache_dev.kit.embedded_aws import ACCOUNT, REGION
 from layercache_dev.kit.moto_ecr import ecr_like_batch_delete_image, put_manifests
+from layercache_dev.kit.processes import RigError
 from layercache_dev.kit.registry import MANIFEST_ACCEPT, Manifest, Registry
+from layercache_dev.kit.template import resource
 
 
 def registry_manifests(registry: Registry, name: str) -> list[Manifest]:
@@ -103,9 +112,13 @@ def ecr_like_deletes() -> Callable[[], None]:
     return lambda: backend.__dict__.pop("batch_delete_image", None)
 
 
-def registry_backed_images(registry: Registry, repository: str) -> Callable[[], None]:
-    """Make the embedded ECR's BatchGetImage and PutImage of `repository` act on the local
-    registry (other repositories keep moto's own); returns undo (safe to call twice).
+def registry_backed_images(
+    registry: Registry, repository: str, *, prefix: str | None = None
+) -> Callable[[], None]:
+    """Make the embedded ECR's BatchGetImage and PutImage of `repository` (and, with
+    `prefix`, of every `<prefix>/...` repository) act on the local registry; other
+    repositories keep what answered before (moto's own, or another stack's such stand-in);
+    returns undo (safe to call twice, in any order with the others').
 
     - BatchGetImage by digest (or tag) GETs the manifest from the registry: its bytes,
       media type and digest, as ECR answers; a missing one is an `ImageNotFound` failure.
@@ -114,22 +127,32 @@ def registry_backed_images(registry: Registry, repository: str) -> Callable[[], 
       answers `ImageAlreadyExistsException` when the tag already names that manifest.
     """
     backend = _ecr_backend()
-    original_get = type(backend).batch_get_image
-    original_put = type(backend).put_image
+    # What answered before: another stand-in (an instance attribute) or moto's own method.
+    before = {name: backend.__dict__.get(name) for name in ("batch_get_image", "put_image")}
+    previous_get = before["batch_get_image"] or functools.partial(
+        type(backend).batch_get_image, backend
+    )
+    previous_put = before["put_image"] or functools.partial(type(backend).put_image, backend)
+    active = [True]
+
+    def covers(name: str) -> bool:
+        return active[0] and (
+            name == repository or (prefix is not None and name.startswith(f"{prefix}/"))
+        )
 
     def batch_get_image(
         repository_name: str,
         registry_id: str | None = None,
         image_ids: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        if repository_name != repository:
-            theirs: dict[str, Any] = original_get(backend, repository_name, registry_id, image_ids)
+        if not covers(repository_name):
+            theirs: dict[str, Any] = previous_get(repository_name, registry_id, image_ids)
             return theirs
         response: dict[str, Any] = {"images": [], "failures": []}
         for image_id in image_ids or []:
             reference = image_id.get("imageDigest") or image_id.get("imageTag") or ""
             status, body, headers = registry.request(
-                "GET", f"/v2/{repository}/manifests/{reference}", MANIFEST_ACCEPT
+                "GET", f"/v2/{repository_name}/manifests/{reference}", MANIFEST_ACCEPT
             )
             if status != 200:
                 response["failures"].append(
@@ -144,7 +167,7 @@ def registry_backed_images(registry: Registry, repository: str) -> Callable[[], 
                 ACCOUNT,
                 image_id.get("imageTag"),  # type: ignore[arg-type]  # ECR: absent when by digest
                 body.decode(),
-                repository,
+                repository_name,
                 headers.get("content-type"),
                 headers["docker-content-digest"],
             )
@@ -158,9 +181,8 @@ def registry_backed_images(registry: Registry, repository: str) -> Callable[[], 
         image_manifest_mediatype: str | None = None,
         digest: str | None = None,
     ) -> Any:
-        if repository_name != repository:
-            return original_put(
-                backend,
+        if not covers(repository_name):
+            return previous_put(
                 repository_name,
                 image_manifest,
                 image_tag,
@@ -176,25 +198,78 @@ def registry_backed_images(registry: Registry, repository: str) -> Callable[[], 
             raise InvalidParameterException(
                 f"Invalid parameter at 'imageDigest': {digest} is not the manifest's ({own})"
             )
-        if image_tag and registry.digest(repository, image_tag) == own:
-            raise ImageAlreadyExistsException(repository, ACCOUNT, own, image_tag)
+        if image_tag and registry.digest(repository_name, image_tag) == own:
+            raise ImageAlreadyExistsException(repository_name, ACCOUNT, own, image_tag)
         status, answer, _ = registry.request(
             "PUT",
-            f"/v2/{repository}/manifests/{image_tag or own}",
+            f"/v2/{repository_name}/manifests/{image_tag or own}",
             body=body,
             content_type=media_type,
         )
         if status != 201:
             raise InvalidParameterException(
-                f"the local registry refused {repository}:{image_tag} ({status}): {answer[:200]!r}"
+                f"the local registry refused {repository_name}:{image_tag} ({status}): "
+                f"{answer[:200]!r}"
             )
-        return Image(ACCOUNT, image_tag, image_manifest, repository, media_type, own)
+        return Image(ACCOUNT, image_tag, image_manifest, repository_name, media_type, own)
 
     backend.batch_get_image = batch_get_image
     backend.put_image = put_image
 
     def undo() -> None:
-        backend.__dict__.pop("batch_get_image", None)
-        backend.__dict__.pop("put_image", None)
+        """Stop covering; if no stand-in was put on top since, put back what was before."""
+        active[0] = False
+        for name, ours in (("batch_get_image", batch_get_image), ("put_image", put_image)):
+            if backend.__dict__.get(name) is ours:
+                if before[name] is None:  # moto's own again
+                    backend.__dict__.pop(name)
+                else:
+                    backend.__dict__[name] = before[name]
 
     return undo
+
+
+def registry_repositories(registry: Registry, prefix: str) -> list[str]:
+    """The repositories under `<prefix>/` the local registry holds (its catalog)."""
+    status, body, _ = registry.request("GET", "/v2/_catalog?n=1000")  # the registry's most
+    if status != 200:
+        raise RigError(f"the local registry's catalog: {status} {body[:200]!r}")
+    names = json.loads(body).get("repositories") or []
+    return sorted(str(name) for name in names if str(name).startswith(f"{prefix}/"))
+
+
+class CreateOnPush:
+    """ECR's repository creation template for `<prefix>/...` (template.yaml's
+    `ImageRepositoriesTemplate`, `AppliedFor: CREATE_ON_PUSH`), on the embedded ECR: call
+    it after a build pushed, and each repository under the prefix that the local registry
+    holds and the embedded ECR does not is created, with the template's settings.
+    `created` lists them, in the order they were created."""
+
+    def __init__(self, registry: Registry, ecr: Any, prefix: str) -> None:
+        properties = resource("ImageRepositoriesTemplate")["Properties"]
+        if "CREATE_ON_PUSH" not in properties["AppliedFor"]:
+            raise ValueError("ImageRepositoriesTemplate no longer applies on push")
+        self.registry = registry
+        self.ecr = ecr
+        self.prefix = prefix
+        self.encryption = {
+            "encryptionType": properties["EncryptionConfiguration"]["EncryptionType"]
+        }
+        self.created: list[str] = []
+
+    def __call__(self, *_: Any) -> list[str]:
+        pushed = registry_repositories(self.registry, self.prefix)
+        existing: set[str] = set()
+        for page in self.ecr.get_paginator("describe_repositories").paginate():
+            existing.update(r["repositoryName"] for r in page["repositories"])
+        new = [name for name in pushed if name not in existing]
+        for name in new:
+            # MUTABLE, not the template's MUTABLE_WITH_EXCLUSION: moto reads the wildcard
+            # filter as a regular expression (see embedded_aws.deploy_stack).
+            self.ecr.create_repository(
+                repositoryName=name,
+                imageTagMutability="MUTABLE",
+                encryptionConfiguration=self.encryption,
+            )
+        self.created += new
+        return new

@@ -9,5 +9,6 @@
 - the local rig that stands in for CodeBuild and ECR: what the machine needs
   (`prerequisites`), a registry and its log (`registry`), a standalone BuildKit
   (`buildkit`), the buildspec run as CodeBuild runs it (`buildspec`), all composed by
-  `rig.Rig`; the build driver as a module (`driver`).
+  `rig.Rig`; the build driver as a module (`driver`); the sample monorepo of a Bake
+  file's images (`monorepo`).
 """
