@@ -1,8 +1,13 @@
-"""`layercache builds` lists recent builds; `layercache show` tells one build's whole record."""
+"""`layercache builds` lists recent builds; `layercache show` tells one build's whole record.
+
+A Bake file's build built several images: `builds` counts them (`4 images, 3 cached`),
+`show` has a table of them, and `show --json` the record with its `images` list.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,6 +28,7 @@ from layercache_cli.arguments import (
 from layercache_cli.aws import AwsAccess, CommandError
 from layercache_cli.history import (
     BuildRow,
+    ImageResult,
     builds_of_branch,
     builds_of_commit,
     duration_text,
@@ -52,6 +58,19 @@ PHASE_ORDER = (
     "UPLOAD_ARTIFACTS",
     "FINALIZING",
 )
+IMAGE_HEADERS = [
+    "IMAGE",
+    "DIGEST",
+    "TAGS",
+    "CACHED STEPS",
+    "CACHE HITS",
+    "BUILD",
+    "PUSH",
+    "CACHE",
+    "BUILT ON",
+]
+# The recorder's bookkeeping of its one report per outcome: no part of the build's story.
+INTERNAL_ATTRIBUTES = frozenset({"report_token", "report_lease_until"})
 
 
 # ------------------------------------------------------------------ builds
@@ -176,10 +195,54 @@ def record_pairs(item: Mapping[str, Any]) -> list[tuple[str, Text | str]]:
         ("Digest", text(item, "image_digest") or "-"),
         ("Tags", ", ".join(str(tag) for tag in tags) if isinstance(tags, list) and tags else "-"),
     ]
+    if row.images:
+        pairs.append(("Images", row.images_text))
     if text(item, "failure_message"):
         pairs.append(("Failure", text(item, "failure_message")))
     pairs.append(("Log", log_link(item)))
     return pairs
+
+
+def image_cells(images: tuple[ImageResult, ...]) -> list[list[Text | str]]:
+    """One line per image of a Bake file's build, in the order they were built."""
+    return [
+        [
+            image.name,
+            image.short_digest,
+            ", ".join(image.tags) or "-",
+            image.steps_text,
+            percent_text(image.cache_hit_ratio),
+            duration_text(image.build_seconds),
+            duration_text(image.push_seconds),
+            image.cache_status or "-",
+            ", ".join(image.built_on) or "-",
+        ]
+        for image in images
+    ]
+
+
+def plain_value(value: Any) -> Any:
+    """A DynamoDB value as JSON takes it: numbers as int or float, sets as sorted lists."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Mapping):
+        return {str(key): plain_value(entry) for key, entry in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_value(entry) for entry in value]
+    if isinstance(value, set | frozenset):
+        return sorted(plain_value(entry) for entry in value)
+    if isinstance(value, bytes | bytearray):
+        return value.hex()
+    return value
+
+
+def record_document(item: Mapping[str, Any]) -> dict[str, Any]:
+    """What `show --json` prints: the record as the recorder wrote it."""
+    return {
+        name: plain_value(value)
+        for name, value in sorted(item.items())
+        if name not in INTERNAL_ATTRIBUTES
+    }
 
 
 def phase_cells(item: Mapping[str, Any]) -> list[list[Text | str]]:
@@ -226,6 +289,9 @@ def add_show_parser(subparsers: Any) -> None:
         "build", metavar="BUILD_ID", help="the build's id (project:uuid), ARN, or uuid"
     )
     add_table_arguments(parser)
+    parser.add_argument(
+        "--json", action="store_true", help="print the record as JSON (with its images) instead"
+    )
     parser.set_defaults(run=run_show)
 
 
@@ -233,11 +299,20 @@ def run_show(args: argparse.Namespace, aws: AwsAccess, out: TextIO) -> int:
     stack = open_stack(args, aws)
     table = open_builds_table(args, aws, stack)
     item = find_record(table, args.build, stack)
+    if args.json:
+        out.write(json.dumps(record_document(item), indent=2) + "\n")
+        return 0
     row = row_from_item(item)
     title = f"Build {row.build_id}" + (
         f" (#{row.build_number})" if row.build_number is not None else ""
     )
     parts: list[RenderableType] = [Text(title, "bold"), key_value_table(record_pairs(item))]
+    if row.images:
+        parts += [
+            Text(""),
+            Text("Images", "bold"),
+            build_table(IMAGE_HEADERS, image_cells(row.images)),
+        ]
     phases = phase_cells(item)
     if phases:
         parts += [

@@ -2,12 +2,15 @@
 
 One figure, two panels sharing the time axis; one colour per image and branch, a red
 point for a build that did not succeed. It is saved as PNG, or as SVG for the HTML
-page, where each point gets a tooltip (an SVG <title>) saying which build it is.
+page, where each point gets a tooltip (an SVG <title>) saying which build it is. The
+page holds one such chart for all builds and, for a Bake file's builds, one per image
+(its rows as `BuildRow.for_image` makes them), whose ids are made its own (`own_ids`).
 """
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -194,9 +197,13 @@ def save_png(chart: HistoryChart, path: Path) -> None:
     chart.figure.savefig(path, format="png", dpi=96, metadata={"Software": None})
 
 
-def inline_svg(chart: HistoryChart, element_id: str, label: str) -> str:
+def inline_svg(chart: HistoryChart, element_id: str, label: str, own_ids: bool = False) -> str:
     """The chart as an <svg> element for an HTML page: glyphs as paths (no font needed),
-    ids salted by `element_id`, and a tooltip on every point."""
+    ids salted by `element_id`, and a tooltip on every point.
+
+    With `own_ids`, every id inside (the glyphs' and the points' too) starts with
+    `element_id-`, so that several charts share a page without sharing an id.
+    """
     buffer = io.StringIO()
     with mpl.rc_context({"svg.fonttype": "path", "svg.hashsalt": element_id}):
         chart.figure.savefig(buffer, format="svg", metadata={"Date": None})
@@ -209,8 +216,30 @@ def inline_svg(chart: HistoryChart, element_id: str, label: str) -> str:
             title = ElementTree.Element(f"{{{SVG_NS}}}title")
             title.text = text
             group.insert(0, title)
+    if own_ids:
+        prefix_ids(root, f"{element_id}-")
     root.set("id", element_id)
     root.set("class", "chart")
     root.set("role", "img")
     root.set("aria-label", label)
     return ElementTree.tostring(root, encoding="unicode")
+
+
+def prefix_ids(root: ElementTree.Element, prefix: str) -> None:
+    """Prefix every id under `root`, and the references to them (`#id`, `url(#id)`)."""
+    elements = list(root.iter())
+    ids = {element.get("id", "") for element in elements} - {""}
+    if not ids:
+        return
+    reference = re.compile(r"(url\(#|^#)([^)\s]+)")
+
+    def renamed(match: re.Match[str]) -> str:
+        name = match.group(2)
+        return match.group(1) + (prefix + name if name in ids else name)
+
+    for element in elements:
+        for attribute, value in element.attrib.items():
+            if attribute == "id":
+                element.set(attribute, prefix + value)
+            elif "#" in value:
+                element.set(attribute, reference.sub(renamed, value))

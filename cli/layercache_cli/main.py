@@ -1,8 +1,8 @@
 """`layercache`: what a deployed layercache stack recorded, from a laptop or a CI job.
 
-    layercache report --stack NAME [--days 14] [--html FILE] [--png FILE] [--json]
+    layercache report --stack NAME [--days 14] [--image NAME] [--html FILE] [--png FILE] [--json]
     layercache builds --stack NAME [--branch B] [--commit SHA] [--limit N]
-    layercache show BUILD_ID --stack NAME
+    layercache show BUILD_ID --stack NAME [--json]
     layercache status --stack NAME
 
 Every command reads with your AWS credentials (AWS_PROFILE, ~/.aws, the environment);

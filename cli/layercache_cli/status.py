@@ -1,6 +1,7 @@
 """`layercache status --stack NAME`: is the stack healthy?
 
-The last build of each branch, the builds that did not succeed in the last day, the
+The last build of each branch (for a Bake file's build, how many images it built and
+how many were all cached), the builds that did not succeed in the last day, the
 messages waiting in the failure queues, and the pruner's last run as its log group
 records it (the pruner keeps no other record: one "Pruned repository" line per
 repository and run, with what it kept, deleted and freed). Exit status 1 when something
