@@ -362,11 +362,7 @@ class ImageResult:
             "cache_hit_ratio": round(summary.hit_ratio, 3),
             "cached_steps": summary.cached_steps,
             "total_steps": len(summary.steps),
-            "cache_ref_hit": (
-                summary.imported_refs[0]
-                if summary.cached_steps and summary.imported_refs
-                else "none"
-            ),
+            "cache_ref_hit": summary.cache_ref_hit,
             "build_seconds": round(summary.build_seconds, 1),
             "push_seconds": round(summary.push_seconds, 1),
             "cache_export_seconds": round(summary.cache_export_seconds, 1),
@@ -391,7 +387,7 @@ class BakeReport:
             (name for name in ("fallback", "export-failed", "clean") if name in statuses),
             "warm" if cached else "cold",
         )
-        hits = [result.as_json()["cache_ref_hit"] for result in self.results]
+        hits = [result.summary.cache_ref_hit for result in self.results]
         values = {
             "LAYERCACHE_IMAGE_DIGEST": "",
             "LAYERCACHE_IMAGE_TAGS": "",
@@ -471,11 +467,7 @@ def build_image(
     if not digest:
         raise driver.BuildFailed(f"bake reported no image digest for the target {image.target}")
     summary = driver.summarize(own_vertices(result.built.vertices, known, built_before))
-    asked = {ref: rank for rank, ref in enumerate(request.cache_from_refs())}
-    summary = replace(
-        summary,
-        imported_refs=sorted(summary.imported_refs, key=lambda ref: asked.get(ref, len(asked))),
-    )
+    summary = summary.in_asked_order(request.cache_from_refs())
     status = result.cache_status or driver.cold_or_warm(request, summary)
     return ImageResult(image, digest, summary, status)
 

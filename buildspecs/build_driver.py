@@ -605,6 +605,23 @@ class ProgressSummary:
     def hit_ratio(self) -> float:
         return self.cached_steps / len(self.steps) if self.steps else 0.0
 
+    @property
+    def cache_ref_hit(self) -> str:
+        """The first imported cache ref, if any step came from the cache; else `none`."""
+        if self.cached_steps and self.imported_refs:
+            return self.imported_refs[0]
+        return "none"
+
+    def in_asked_order(self, refs: Sequence[str]) -> ProgressSummary:
+        """This summary with its imported refs in the order the build asked for them.
+
+        BuildKit reads the cache refs side by side and reports them in whatever order
+        they finish; the branch's own ref comes first in `refs`.
+        """
+        asked = {ref: rank for rank, ref in enumerate(refs)}
+        ordered = sorted(self.imported_refs, key=lambda ref: asked.get(ref, len(asked)))
+        return replace(self, imported_refs=ordered)
+
     def failed_steps(self) -> list[Vertex]:
         return [step for step in self.steps if step.error and not step.is_benign]
 
@@ -736,10 +753,7 @@ class BuildReport:
 
     @property
     def cache_ref_hit(self) -> str:
-        """The first imported cache ref, if any step came from the cache; else `none`."""
-        if self.summary.cached_steps and self.summary.imported_refs:
-            return self.summary.imported_refs[0]
-        return "none"
+        return self.summary.cache_ref_hit
 
     def variables(self) -> dict[str, str]:
         summary = self.summary
@@ -1152,13 +1166,7 @@ def report_of(
     cache_status: str,
     warnings: list[str],
 ) -> BuildReport:
-    # BuildKit reads the cache refs side by side and reports them in whatever order they
-    # finish: name them in the order the build asked for them (the branch's own first).
-    asked = {ref: rank for rank, ref in enumerate(request.cache_from_refs())}
-    summary = replace(
-        summary,
-        imported_refs=sorted(summary.imported_refs, key=lambda ref: asked.get(ref, len(asked))),
-    )
+    summary = summary.in_asked_order(request.cache_from_refs())
     return BuildReport(
         digest, request.pushed_tags(), summary, cache_status, warnings, request.moving_tags()
     )
