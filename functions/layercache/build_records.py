@@ -23,6 +23,7 @@ writes that answer False instead of raising when their condition does not hold.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -109,6 +110,23 @@ def branch_key(image: str, branch: str) -> str:
 
 def repositories_pk(image: str) -> str:
     return f"REPOSITORIES#{image}"
+
+
+# ECR's repository name pattern (CreateRepository's `repositoryName`), 2 to 256 characters.
+ECR_REPOSITORY_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+ECR_REPOSITORY_NAME_MAX = 256
+
+
+def is_image_repository(image: str, name: str) -> bool:
+    """Whether `name` is a Bake target's repository of the stack whose image repository
+    is `image`: a valid ECR name strictly below `<image>/` (never `image` itself,
+    `<image>-x/y`, `other/<image>/y` or `<image>/../y`)."""
+    prefix = f"{image}/"
+    return (
+        name.startswith(prefix)
+        and len(prefix) < len(name) <= ECR_REPOSITORY_NAME_MAX
+        and ECR_REPOSITORY_NAME.fullmatch(name) is not None
+    )
 
 
 def utc_now() -> datetime:

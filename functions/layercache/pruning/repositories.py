@@ -13,19 +13,14 @@ is logged and left alone, whatever the item says.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 
-from layercache.build_records import BuildsTable
+from layercache.build_records import BuildsTable, is_image_repository
 
 logger = Logger(child=True)
-
-# ECR's repository name pattern (CreateRepository's `repositoryName`), 2 to 256 characters.
-_REPOSITORY_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
-_MAX_NAME_LENGTH = 256
 
 
 @dataclass(frozen=True)
@@ -42,19 +37,10 @@ def within_prefix(image: str, names: Iterable[str]) -> Selection:
     Only valid ECR repository names strictly below the prefix are accepted: `image`
     itself, `<image>-other/x`, `other/<image>/x` and `<image>/../x` are refused.
     """
-    prefix = f"{image}/"
     accepted: set[str] = set()
     refused: set[str] = set()
     for name in names:
-        if (
-            name.startswith(prefix)
-            and len(name) > len(prefix)
-            and len(name) <= _MAX_NAME_LENGTH
-            and _REPOSITORY_NAME.fullmatch(name)
-        ):
-            accepted.add(name)
-        else:
-            refused.add(name)
+        (accepted if is_image_repository(image, name) else refused).add(name)
     return Selection(tuple(sorted(accepted)), tuple(sorted(refused)))
 
 

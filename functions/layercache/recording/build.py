@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
-from layercache.build_records import BuildStatus
+from layercache.build_records import ECR_REPOSITORY_NAME, BuildStatus
 
 # The standard library's logger, not Powertools': the user's `layercache` command imports
 # this module without Powertools. In Lambda its records reach the Powertools logger of the
@@ -34,8 +34,7 @@ EXPORTED_PUSH_SECONDS = "LAYERCACHE_PUSH_SECONDS"
 # variables above then hold the build's totals and no digest or build tags.
 EXPORTED_IMAGES = "LAYERCACHE_IMAGES"
 
-# An ECR repository name (ECR's own pattern) and an OCI content digest (`algorithm:hex`).
-_REPOSITORY_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+# An OCI content digest (`algorithm:hex`).
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 # Phase statuses that end a build early; the first such phase is "the phase that failed".
@@ -247,7 +246,7 @@ def repository_name(uri: str) -> str | None:
     elif not ("." in host or ":" in host or host == "localhost"):
         path = f"{host}/{path}"
     path = path.partition("@")[0]
-    return path if _REPOSITORY_NAME.fullmatch(path) else None
+    return path if ECR_REPOSITORY_NAME.fullmatch(path) else None
 
 
 def parse_images(text: str) -> tuple[ImageOutput, ...]:

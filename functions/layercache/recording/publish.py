@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from layercache.build_records import ENV_SEQUENCE, BranchHead, BuildsTable
+from layercache.build_records import ENV_SEQUENCE, BranchHead, BuildsTable, is_image_repository
 from layercache.recording.build import BuildFacts, BuildOutputs, ImageOutput
 
 if TYPE_CHECKING:
@@ -109,10 +109,9 @@ class TagPublisher:
 
     def _image_digests(self, images: Sequence[ImageOutput]) -> dict[str, str]:
         """Each image's repository name -> its digest, for the stack's repositories only."""
-        prefix = f"{self.repository_name}/"
         digests: dict[str, str] = {}
         for image in images:
-            if image.repository.startswith(prefix):
+            if is_image_repository(self.repository_name, image.repository):
                 digests[image.repository] = image.digest
             else:
                 logger.warning(
