@@ -1,5 +1,6 @@
-"""A Bake file's build that fails: the failing image fails the build, no image built on
-it starts, and what its failure policy does for one image it does for each."""
+"""A Bake file's build that fails, or runs again: the failing image fails the build, no
+image built on it starts, and what the driver does for one image (its failure policy,
+its write-once tags) it does for each."""
 
 from __future__ import annotations
 
@@ -45,12 +46,14 @@ def write_repo(rig: Rig, root: Path, base_step: str) -> Path:
     return root
 
 
-def bake_build(rig: Rig, root: Path, prefix: str, **env: str) -> BuildOutcome:
+def bake_build(
+    rig: Rig, root: Path, prefix: str, commit: str | None = None, **env: str
+) -> BuildOutcome:
     return rig.build(
         root,
         repository=rig.repository(prefix),
         branch="main",
-        commit=new_commit(),
+        commit=commit or new_commit(),
         extra_env={"LAYERCACHE_BAKE_FILE": "docker-bake.hcl", **env},
     )
 
@@ -93,3 +96,23 @@ def test_a_clean_build_rebuilds_every_image_and_refreshes_each_cache(
         assert image["cached_steps"] == 0, image
         assert image["cache_status"] == "clean"
     assert rig.registry.digest("clean/api", "cache-main") != first
+
+
+def test_a_build_of_the_same_commit_again_leaves_every_images_build_tags_on_the_first(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """A retry after a kill, a Redeliver or a nightly refresh builds the commit again."""
+    root = write_repo(rig, tmp_path / "repo", "RUN echo base > /base.txt")
+    commit = new_commit()
+    first = bake_build(rig, root, "again", commit)
+    assert first.ok, first.log[-3000:]
+    (root / "tool" / "Dockerfile").write_text(
+        (root / "tool" / "Dockerfile").read_text() + "RUN echo again > /again.txt\n"
+    )  # a new image for tool
+    second = bake_build(rig, root, "again", commit)
+
+    assert second.ok, second.log[-3000:]
+    for name, image in first.report["images"].items():
+        assert rig.registry.digest(f"again/{name}", commit) == image["digest"]
+        assert second.report["images"][name]["tags"] == []  # pushed by digest alone
+    assert second.report["images"]["tool"]["digest"] != first.report["images"]["tool"]["digest"]
