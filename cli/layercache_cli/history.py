@@ -15,8 +15,10 @@ from layercache.build_records import (
     INDEX_BY_DAY,
     BuildsTable,
     BuildStatus,
+    all_steps_cached,
     branch_key,
     day_of,
+    images_text,
     parse_timestamp,
 )
 from layercache.recording.build import seconds_text
@@ -48,7 +50,7 @@ class ImageResult:
     @property
     def fully_cached(self) -> bool:
         """Every step came from the cache (as the commit status counts "cached")."""
-        return self.total_steps is not None and 0 < self.total_steps == self.cached_steps
+        return all_steps_cached(self.cached_steps, self.total_steps)
 
     @property
     def seconds(self) -> float | None:
@@ -127,9 +129,7 @@ class BuildRow:
         """`4 images, 3 cached` for a Bake file's build (cached: every step from the cache)."""
         if not self.images:
             return "-"
-        cached = sum(1 for image in self.images if image.fully_cached)
-        count = len(self.images)
-        return f"{count} image{'' if count == 1 else 's'}, {cached} cached"
+        return images_text(len(self.images), sum(1 for i in self.images if i.fully_cached))
 
     def for_image(self, image: ImageResult) -> BuildRow:
         """The build as one of its images saw it: that image's repository, cache hit ratio

@@ -27,6 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +116,22 @@ def repositories_pk(image: str) -> str:
 # ECR's repository name pattern (CreateRepository's `repositoryName`), 2 to 256 characters.
 ECR_REPOSITORY_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
 ECR_REPOSITORY_NAME_MAX = 256
+
+
+def all_steps_cached(cached_steps: Any, total_steps: Any) -> bool:
+    """An image every step of which came from the cache: its inputs did not change.
+
+    Counts as the build item's `images` entries hold them (int or Decimal); anything
+    else, and an image with no steps, is not."""
+    counts = (cached_steps, total_steps)
+    if any(isinstance(count, bool) or not isinstance(count, int | Decimal) for count in counts):
+        return False
+    return bool(0 < total_steps == cached_steps)
+
+
+def images_text(count: int, cached: int) -> str:
+    """How a Bake file's build did, in a few words: `3 images, 2 cached`."""
+    return f"{count} image{'' if count == 1 else 's'}, {cached} cached"
 
 
 def is_image_repository(image: str, name: str) -> bool:

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
-from layercache.build_records import ECR_REPOSITORY_NAME, BuildStatus
+from layercache.build_records import ECR_REPOSITORY_NAME, BuildStatus, all_steps_cached
 
 # The standard library's logger, not Powertools': the user's `layercache` command imports
 # this module without Powertools. In Lambda its records reach the Powertools logger of the
@@ -77,7 +77,7 @@ class ImageOutput:
     @property
     def fully_cached(self) -> bool:
         """Every step came from the cache: the image's inputs did not change."""
-        return self.total_steps is not None and 0 < self.total_steps == self.cached_steps
+        return all_steps_cached(self.cached_steps, self.total_steps)
 
     def as_item(self) -> dict[str, Any]:
         """The image's entry in the build item's `images` list (DynamoDB values, no floats)."""

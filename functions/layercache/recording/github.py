@@ -19,7 +19,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from email.message import Message
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -27,7 +26,7 @@ from urllib.parse import quote, urlsplit
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from layercache.build_records import BuildStatus
+from layercache.build_records import BuildStatus, all_steps_cached, images_text
 from layercache.recording.build import seconds_text
 
 logger = Logger(child=True)
@@ -92,21 +91,16 @@ def images_description(record: Mapping[str, Any], images: Sequence[Any]) -> str:
     An image counts as cached when every one of its steps came from the cache.
     """
     duration = record.get("duration_seconds")
-    cached = sum(1 for image in images if isinstance(image, Mapping) and _fully_cached(image))
+    cached = sum(
+        1
+        for image in images
+        if isinstance(image, Mapping)
+        and all_steps_cached(image.get("cached_steps"), image.get("total_steps"))
+    )
     return (
         "Succeeded"
         + (f" in {seconds_text(duration)}" if duration is not None else "")
-        + f", {len(images)} image{'' if len(images) == 1 else 's'}, {cached} cached"
-    )
-
-
-def _fully_cached(image: Mapping[str, Any]) -> bool:
-    cached, total = image.get("cached_steps"), image.get("total_steps")
-    return (
-        isinstance(cached, int | Decimal)
-        and isinstance(total, int | Decimal)
-        and not isinstance(cached, bool)
-        and 0 < total == cached
+        + f", {images_text(len(images), cached)}"
     )
 
 
