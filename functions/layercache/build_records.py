@@ -83,10 +83,19 @@ ENV_REQUESTED_AT = "LAYERCACHE_REQUESTED_AT"
 # The request's place in its branch's order (see BranchHead) and its attempt's identity.
 ENV_SEQUENCE = "LAYERCACHE_SEQUENCE"
 ENV_REQUEST_ID = "LAYERCACHE_REQUEST_ID"
+# With FanOut, each build of a batch (one per image, see starting/fan_out.py): the images
+# it builds, every image the batch was planned with, and "true" on the one build that
+# also builds the images the Bake file declares beyond the plan (buildspecs/bake_build.py).
+ENV_FANOUT_IMAGES = "LAYERCACHE_FANOUT_IMAGES"
+ENV_FANOUT_PLANNED = "LAYERCACHE_FANOUT_PLANNED"
+ENV_FANOUT_NEWCOMERS = "LAYERCACHE_FANOUT_NEWCOMERS"
 
 INDEX_BY_BRANCH = "ByBranch"
 INDEX_BY_COMMIT = "ByCommit"
 INDEX_BY_DAY = "ByDay"
+
+# The build item's `kind` of a batch build (FanOut); a single build's item has none.
+BATCH_KIND = "batch"
 
 # How many commits a branch head remembers as older than itself.
 HEAD_MEMORY = 64
@@ -179,6 +188,28 @@ def _int(item: Mapping[str, Any], name: str, default: int = 0) -> int:
 
 # ---------------------------------------------------------------- records
 @dataclass(frozen=True)
+class PlannedImage:
+    """An image of a Bake file as its last published build built it: the plan of the
+    branch's next fan-out batch (one build per image, after the images it is built on)."""
+
+    image: str
+    built_on: tuple[str, ...] = ()
+
+    def to_item(self) -> dict[str, Any]:
+        return {"image": self.image, "built_on": list(self.built_on)}
+
+    @classmethod
+    def from_item(cls, item: Any) -> PlannedImage | None:
+        """The planned image an item holds, or None for anything malformed."""
+        if not isinstance(item, Mapping) or not isinstance(item.get("image"), str):
+            return None
+        built_on = item.get("built_on") or ()
+        if not isinstance(built_on, list | tuple) or not all(isinstance(b, str) for b in built_on):
+            return None
+        return cls(image=item["image"], built_on=tuple(built_on))
+
+
+@dataclass(frozen=True)
 class BranchHead:
     """Where one image's branch is, as far as the requests seen so far tell.
 
@@ -202,6 +233,8 @@ class BranchHead:
     published_tags: tuple[str, ...] = ()
     # With a Bake file: each image repository's name -> the digest its moving tags name.
     published_images: Mapping[str, str] = field(default_factory=dict)
+    # With a Bake file: the images of the published build and what each is built on.
+    bake_plan: tuple[PlannedImage, ...] = ()
 
     @property
     def pk(self) -> str:
@@ -258,6 +291,11 @@ class BranchHead:
                 str(name): str(digest)
                 for name, digest in (item.get("published_images") or {}).items()
             },
+            bake_plan=tuple(
+                planned
+                for planned in map(PlannedImage.from_item, item.get("bake_plan") or ())
+                if planned is not None
+            ),
         )
 
 
@@ -333,6 +371,7 @@ class BuildStart:
     claim_pk: str
     sequence: int
     status: str = BuildStatus.IN_PROGRESS.value
+    batch: bool = False  # a batch build (FanOut): `build_id` is the batch's id
 
     def identity(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -351,6 +390,8 @@ class BuildStart:
         }
         if self.commit:  # absent, not empty: `commit` is the ByCommit index key
             fields["commit"] = self.commit
+        if self.batch:
+            fields["kind"] = BATCH_KIND
         return fields
 
 
@@ -363,6 +404,7 @@ class BuildSummary:
     sequence: int | None
     status: BuildStatus
     claim_pk: str | None
+    batch: bool = False
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> BuildSummary:
@@ -374,6 +416,7 @@ class BuildSummary:
             sequence=int(sequence) if sequence is not None else None,
             status=BuildStatus(status) if status in set(BuildStatus) else BuildStatus.IN_PROGRESS,
             claim_pk=_text(item, "claim_pk"),
+            batch=item.get("kind") == BATCH_KIND,
         )
 
 
@@ -557,20 +600,22 @@ class BuildsTable:
         digest: str,
         tags: Sequence[str],
         images: Mapping[str, str] | None = None,
+        plan: Sequence[PlannedImage] = (),
     ) -> WriteResult:
         """Point the branch's moving tags at this build, only if no newer build holds them.
 
         Newer means a greater (sequence, requested_at); a commit the head knows to be
         older never publishes. The same build again is allowed (a retried publication).
         `images`: a Bake file's build names one digest per image repository (and
-        `digest` is empty); all of them move in this one write.
+        `digest` is empty); all of them move in this one write, and `plan` (what each
+        image is built on) becomes the branch's plan for its next fan-out batch.
         """
         return self.update(
             head_pk(image, branch),
             "SET image = if_not_exists(image, :image), branch = if_not_exists(branch, :branch),"
             " published_sequence = :sequence, published_requested_at = :requested_at,"
             " published_commit = :commit, published_digest = :digest, published_tags = :tags,"
-            " published_images = :images",
+            " published_images = :images, bake_plan = :plan",
             values={
                 ":image": image,
                 ":branch": branch,
@@ -580,6 +625,7 @@ class BuildsTable:
                 ":digest": digest,
                 ":tags": list(tags),
                 ":images": dict(images or {}),
+                ":plan": [planned.to_item() for planned in plan],
             },
             condition=(
                 "(attribute_not_exists(older) OR NOT contains(older, :commit)) AND"

@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from layercache.build_records import ENV_SEQUENCE, BranchHead, BuildsTable, is_image_repository
+from layercache.build_records import (
+    ENV_SEQUENCE,
+    BranchHead,
+    BuildsTable,
+    PlannedImage,
+    is_image_repository,
+)
 from layercache.recording.build import BuildFacts, BuildOutputs, ImageOutput
 
 if TYPE_CHECKING:
@@ -99,6 +105,11 @@ class TagPublisher:
             digest=digest,
             tags=tags,
             images=images or None,
+            plan=[
+                PlannedImage(output.image, output.built_on)
+                for output in outputs.images
+                if output.repository in images
+            ],
         )
         if not result.applied:
             holder = result.item.get("published_commit") or "a newer commit"

@@ -10,6 +10,9 @@ For one request (messages of a branch arrive one at a time, see build_requests):
    and an idempotency token per attempt, so a retried StartBuild is the same call;
 4. stop the branch's running builds of older requests (lower sequence).
 A failed build's request may be built again (a new attempt); a superseded one never.
+
+With FanOut (`batches`), step 3 starts a batch build instead (starting/fan_out.py), with
+the same token and environment; finding, reading and stopping it use the batch calls.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from layercache.build_records import (
     utc_now,
 )
 from layercache.build_requests import BuildRequestMessage
+from layercache.starting.fan_out import BatchLauncher, plan_of
 from layercache.starting.ordering import Place, Placement, place_request
 from layercache.starting.tips import BranchTips, NoBranchTips
 
@@ -96,6 +100,8 @@ class BuildStarter:
         lease: timedelta,
         tips: BranchTips | None = None,
         clock: Callable[[], datetime] = utc_now,
+        batches: BatchLauncher | None = None,
+        default_branch: str = "",
     ) -> None:
         self.project_name = project_name
         self.table = table
@@ -104,6 +110,10 @@ class BuildStarter:
         self.lease = lease
         self.tips = tips or NoBranchTips()
         self.clock = clock
+        self.batches = batches  # set: FanOut is on, requests start batch builds
+        # Batches started while FanOut was on are read and stopped as batches regardless.
+        self.batch_calls = batches or BatchLauncher(codebuild, project_name)
+        self.default_branch = default_branch
 
     def handle(self, request: BuildRequestMessage) -> StartOutcome:
         placement, head = self.place(request)
@@ -115,7 +125,7 @@ class BuildStarter:
             return StartOutcome("stale", f"superseded: {placement.reason}")
         if not request.build:
             return StartOutcome("no-build", request.reason or "no build needed")
-        return self.start_once(request, head.sequence if head else 0)
+        return self.start_once(request, head.sequence if head else 0, head)
 
     # ------------------------------------------------------------ ordering
     def place(self, request: BuildRequestMessage) -> tuple[Placement, BranchHead | None]:
@@ -140,7 +150,9 @@ class BuildStarter:
         raise ClaimHeld(f"branch head of {request.branch} kept changing")
 
     # ------------------------------------------------------------ exactly once
-    def start_once(self, request: BuildRequestMessage, sequence: int) -> StartOutcome:
+    def start_once(
+        self, request: BuildRequestMessage, sequence: int, head: BranchHead | None = None
+    ) -> StartOutcome:
         pk = request.claim_pk
         for _ in range(MAX_RACES):
             now = self.clock()
@@ -155,7 +167,7 @@ class BuildStarter:
                     delivery_ids=(request.delivery_id,) if request.delivery_id else (),
                 )
                 if self.table.create_claim(fresh, now):
-                    return self._start(request, fresh, may_exist=False)
+                    return self._start(request, fresh, head, may_exist=False)
                 continue
             if claim.superseded_by:
                 return StartOutcome(
@@ -178,25 +190,30 @@ class BuildStarter:
                     delivery_ids=claim.delivery_ids,
                 )
                 if self.table.replace_claim(claim, again, now):
-                    return self._start(request, again, may_exist=False)
+                    return self._start(request, again, head, may_exist=False)
                 continue
             if claim.leased(now):
                 raise ClaimHeld(f"{pk} is being started until {timestamp(claim.lease_until)}")
             # The holder died after claiming, perhaps after StartBuild: same attempt, new lease.
             taken = replace(claim, lease_until=now + self.lease, version=claim.version + 1)
             if self.table.replace_claim(claim, taken, now):
-                return self._start(request, taken, may_exist=True)
+                return self._start(request, taken, head, may_exist=True)
         raise ClaimHeld(f"{pk} kept changing")
 
     def _start(
-        self, request: BuildRequestMessage, claim: Claim, *, may_exist: bool
+        self,
+        request: BuildRequestMessage,
+        claim: Claim,
+        head: BranchHead | None,
+        *,
+        may_exist: bool,
     ) -> StartOutcome:
         found = self._find_started(claim.request_id) if may_exist else None
         if found is not None:
             build, action = found, "adopted"
         else:
             try:
-                build, action = self._start_build(request, claim), "started"
+                build, action = self._start_build(request, claim, head), "started"
             except Exception:
                 # End the lease so the retry comes at once; it looks for this build first.
                 self._end_lease(claim)
@@ -216,6 +233,7 @@ class BuildStarter:
                 claim_pk=claim.pk,
                 sequence=claim.sequence,
                 status=build.get("buildStatus", BuildStatus.IN_PROGRESS.value),
+                batch=self.batches is not None,
             )
         )
         started = replace(claim, build_id=build["id"], version=claim.version + 1)
@@ -244,7 +262,25 @@ class BuildStarter:
         except (ClientError, BotoCoreError):  # the lease then simply runs out
             logger.exception("Could not end the claim's lease", extra={"claim": claim.pk})
 
-    def _start_build(self, request: BuildRequestMessage, claim: Claim) -> dict[str, Any]:
+    def _start_build(
+        self, request: BuildRequestMessage, claim: Claim, head: BranchHead | None
+    ) -> dict[str, Any]:
+        if self.batches is not None:
+            fallback = None
+            own_plan = head is not None and bool(head.bake_plan)
+            if not own_plan and self.default_branch not in ("", request.branch):
+                fallback = self.table.branch_head(request.image, self.default_branch)
+            plan = plan_of(head, fallback)
+            logger.info(
+                "Starting a batch build",
+                extra={"planned_images": [planned.image for planned in plan], **request.log_keys()},
+            )
+            return self.batches.start(
+                plan,
+                source_version=request.source_version,
+                environment=build_environment(request, claim),
+                token=claim.request_id,
+            )
         response = self.codebuild.start_build(
             projectName=self.project_name,
             sourceVersion=request.source_version,
@@ -257,13 +293,19 @@ class BuildStarter:
         return dict(response["build"])
 
     def _find_started(self, wanted: str) -> dict[str, Any] | None:
-        """The project's build started for attempt `wanted`, if one exists."""
-        ids = self.codebuild.list_builds_for_project(
-            projectName=self.project_name, sortOrder="DESCENDING"
-        ).get("ids", [])[:ADOPT_LOOKBACK]
-        if not ids:
-            return None
-        for build in self.codebuild.batch_get_builds(ids=ids).get("builds", []):
+        """The project's build (or batch) started for attempt `wanted`, if one exists."""
+        candidates: list[dict[str, Any]] = []
+        if self.batches is not None:
+            candidates = self.batches.recent(ADOPT_LOOKBACK)
+        else:
+            ids = self.codebuild.list_builds_for_project(
+                projectName=self.project_name, sortOrder="DESCENDING"
+            ).get("ids", [])[:ADOPT_LOOKBACK]
+            if ids:
+                candidates = [
+                    dict(b) for b in self.codebuild.batch_get_builds(ids=ids).get("builds", [])
+                ]
+        for build in candidates:
             variables = build.get("environment", {}).get("environmentVariables", [])
             if any(
                 v.get("name") == records.ENV_REQUEST_ID and v.get("value") == wanted
@@ -273,10 +315,15 @@ class BuildStarter:
         return None
 
     def _status_of(self, build_id: str) -> BuildStatus | None:
-        builds = self.codebuild.batch_get_builds(ids=[build_id]).get("builds", [])
+        """A build's status, or a batch's (FanOut, or FanOut since switched off)."""
+        builds = [
+            dict(b) for b in self.codebuild.batch_get_builds(ids=[build_id]).get("builds", [])
+        ]
+        if not builds:
+            builds = self.batch_calls.read([build_id])
         if not builds:
             return None
-        return BuildStatus(builds[0]["buildStatus"])
+        return BuildStatus(str(builds[0]["buildStatus"]))
 
     # ------------------------------------------------------------ superseding
     def _stop_older(
@@ -296,15 +343,27 @@ class BuildStarter:
         }
         if not candidates:
             return ()
+        batch_ids = [build_id for build_id, summary in candidates.items() if summary.batch]
+        build_ids = [build_id for build_id, summary in candidates.items() if not summary.batch]
+        running: list[dict[str, Any]] = []
+        if build_ids:
+            running = [
+                dict(b) for b in self.codebuild.batch_get_builds(ids=build_ids).get("builds", [])
+            ]
+        if batch_ids:
+            running += self.batch_calls.read(batch_ids)
         stopped = []
-        for build in self.codebuild.batch_get_builds(ids=list(candidates)).get("builds", []):
+        for build in running:
             if build["buildStatus"] != BuildStatus.IN_PROGRESS.value:
                 continue
             summary = candidates[build["id"]]
             if summary.claim_pk:
                 # First, so a retry of that request never takes it over again.
                 self.table.mark_claim_superseded(summary.claim_pk, new_build_id)
-            self.codebuild.stop_build(id=build["id"])
+            if summary.batch:
+                self.batch_calls.stop(build["id"])
+            else:
+                self.codebuild.stop_build(id=build["id"])
             stopped.append(build["id"])
             logger.info("Superseded build stopped", extra={"build_id": build["id"]})
         return tuple(stopped)

@@ -16,3 +16,7 @@ class StarterSettings(GitHubApiSettings):
     claim_lease_seconds: int = Field(default=90, ge=1)
     source_type: str = "GITHUB"
     source_repository: str = ""
+    default_branch: str = ""
+    # FanOut: a Bake file's images in one batch build, one build per image (fan_out.py).
+    fan_out: bool = False
+    fan_out_max_builds: int = Field(default=20, ge=1, le=100)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from layercache import aws
 from layercache.build_records import BuildsTable
 from layercache.github_token import SecretToken
+from layercache.starting.fan_out import BatchLauncher
 from layercache.starting.service import BuildStarter
 from layercache.starting.settings import StarterSettings
 from layercache.starting.tips import (
@@ -38,13 +39,21 @@ def make_build_starter(
     codebuild: CodeBuildClient | None = None,
     tips: BranchTips | None = None,
 ) -> BuildStarter:
+    codebuild = codebuild or aws.client("codebuild")
+    batches = (
+        BatchLauncher(codebuild, settings.build_project_name, settings.fan_out_max_builds)
+        if settings.fan_out
+        else None
+    )
     return BuildStarter(
         project_name=settings.build_project_name,
         table=BuildsTable(settings.builds_table_name, dynamodb or aws.client("dynamodb")),
-        codebuild=codebuild or aws.client("codebuild"),
+        codebuild=codebuild,
         supersede=settings.supersede_older_builds,
         lease=timedelta(seconds=settings.claim_lease_seconds),
         tips=tips or branch_tips(settings),
+        batches=batches,
+        default_branch=settings.default_branch,
     )
 
 

@@ -224,5 +224,5 @@ def test_retries_send_codebuild_the_same_start_build(pipeline: Pipeline) -> None
     claim_outcome = pipeline.starter.start_once(request, 1)
     claim = pipeline.table.claim(request.claim_pk)
     assert claim is not None
-    again = pipeline.starter._start_build(request, claim)
+    again = pipeline.starter._start_build(request, claim, None)
     assert again["id"] == claim_outcome.build_id
