@@ -137,9 +137,62 @@ def test_starting_and_stopping_builds_is_scoped_to_the_project() -> None:
             actions = statement["Action"]
             actions = actions if isinstance(actions, list) else [actions]
             if {"codebuild:StartBuild", "codebuild:StopBuild"} & set(actions):
+                if owner == "BuildBatchServiceRole":  # CodeBuild's own role for a batch
+                    continue
                 assert statement["Resource"] == {"Fn::GetAtt": ["ImageBuildProject", "Arn"]}, owner
                 seen += 1
     assert seen == 1, "only BuildStarterFunction starts and stops builds"
+
+
+def test_fan_out_is_off_by_default_and_needs_a_bake_file() -> None:
+    template = load_template()
+    assert template["Parameters"]["FanOut"]["Default"] == "false"
+    condition = template["Conditions"]["FansOut"]["Fn::And"]
+    assert {"Fn::Condition": "UsesBakeFile"} in condition
+    project = template["Resources"]["ImageBuildProject"]["Properties"]
+    config = project["BuildBatchConfig"]["Fn::If"]
+    assert config[0] == "FansOut" and config[2] == {"Ref": "AWS::NoValue"}
+    assert config[1]["ServiceRole"] == {"Fn::GetAtt": ["BuildBatchServiceRole", "Arn"]}
+    assert config[1]["Restrictions"]["MaximumBuildsAllowed"] == {"Ref": "FanOutMaxBuilds"}
+    assert template["Resources"]["BuildBatchServiceRole"]["Condition"] == "FansOut"
+
+
+def test_the_batch_role_runs_only_this_projects_builds() -> None:
+    """CodeBuild's batch role (not the build role: a build could then start builds past
+    the batch's restrictions) may start, stop and retry builds of the project alone."""
+    template = load_template()
+    role = template["Resources"]["BuildBatchServiceRole"]["Properties"]
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert len(statements) == 1
+    assert set(statements[0]["Action"]) == {
+        "codebuild:StartBuild",
+        "codebuild:StopBuild",
+        "codebuild:RetryBuild",
+    }
+    project_name = template["Resources"]["ImageBuildProject"]["Properties"]["Name"]["Fn::Sub"]
+    assert statements[0]["Resource"]["Fn::Sub"].endswith(f":project/{project_name}")
+    build_role = template["Resources"]["BuildProjectRole"]["Properties"]["Policies"]
+    build_actions = {
+        action
+        for policy in build_role
+        for wrapped in policy["PolicyDocument"]["Statement"]
+        for statement in _plain(wrapped)
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    assert not {a for a in build_actions if a.startswith("codebuild:")}
+
+
+def test_only_the_starter_starts_batches_and_only_with_fan_out() -> None:
+    for owner, wrapped in _statements():
+        for statement in _plain(wrapped):
+            actions = statement["Action"]
+            actions = set(actions if isinstance(actions, list) else [actions])
+            if "codebuild:StartBuildBatch" in actions:
+                assert owner == "BuildStarterFunction"
+                assert wrapped["Fn::If"][0] == "FansOut"
+                assert statement["Resource"] == {"Fn::GetAtt": ["ImageBuildProject", "Arn"]}
 
 
 def test_triggers_only_hand_requests_on() -> None:

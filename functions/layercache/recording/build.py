@@ -130,10 +130,11 @@ class BuildFacts:
     environment: Mapping[str, str] = field(default_factory=dict)
     exported: Mapping[str, str] = field(default_factory=dict)
     phases: tuple[Phase, ...] = ()
+    batch: bool = False  # a batch build's facts (FanOut), from one of its builds' (batch.py)
 
     @property
     def console_url(self) -> str:
-        return console_url(self.region, self.account, self.project, self.build_id)
+        return console_url(self.region, self.account, self.project, self.build_id, self.batch)
 
     @property
     def duration_seconds(self) -> int | None:
@@ -164,10 +165,11 @@ def build_id_of(build_arn_or_id: str) -> str:
     return rest if marker else build_arn_or_id
 
 
-def console_url(region: str, account: str, project: str, build_id: str) -> str:
+def console_url(region: str, account: str, project: str, build_id: str, batch: bool = False) -> str:
     return (
         f"https://{region}.console.aws.amazon.com/codesuite/codebuild/{account}"
-        f"/projects/{quote(project, safe='')}/build/{quote(build_id, safe='')}/"
+        f"/projects/{quote(project, safe='')}/{'batch' if batch else 'build'}"
+        f"/{quote(build_id, safe='')}/"
     )
 
 

@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from layercache import aws
 from layercache.build_records import BuildStatus, parse_timestamp
+from layercache.recording.batch import batch_outcome, membership, record_part
 from layercache.recording.build import BuildFacts, merge_batch_get
 from layercache.recording.events import BuildStateChangeEvent
 from layercache.recording.github import GitHubStatusClient, commit_status_for
@@ -93,6 +94,7 @@ class BuildRecorder:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
         new_token: Callable[[], str] = lambda: uuid.uuid4().hex,
+        fan_out: bool = False,
     ) -> None:
         self.image = image
         self.store = store
@@ -103,22 +105,41 @@ class BuildRecorder:
         self.clock = clock
         self.sleep = sleep
         self.new_token = new_token
+        # With FanOut, IN_PROGRESS events are completed too: to tell a batch's builds.
+        self.fan_out = fan_out
 
-    def complete(self, facts: BuildFacts) -> BuildFacts:
-        """Add BatchGetBuilds' times, phases and exported variables to a final event's facts."""
+    def complete(self, facts: BuildFacts) -> tuple[BuildFacts, str | None]:
+        """Add BatchGetBuilds' times, phases and exported variables to the event's facts;
+        and the ARN of the batch the build is part of, if it is."""
         response = self.codebuild.batch_get_builds(ids=[facts.build_id])
         builds = response.get("builds", [])
         if not builds:
             logger.warning("BatchGetBuilds does not know the build", build_id=facts.build_id)
-            return facts
-        return merge_batch_get(facts, dict(builds[0]))
+            return facts, None
+        return merge_batch_get(facts, dict(builds[0])), builds[0].get("buildBatchArn") or None
 
     def record(self, event: BuildStateChangeEvent, time_left: timedelta | None = None) -> Outcome:
         """Record `event` and report it; `time_left` is the invocation's remaining time."""
         deadline = self.clock() + (time_left if time_left is not None else DEFAULT_TIME_LEFT)
-        facts = event.facts()
-        if facts.status.is_final:
-            facts = self.complete(facts)
+        facts, batch_arn = event.facts(), None
+        if facts.status.is_final or self.fan_out:
+            facts, batch_arn = self.complete(facts)
+        if batch_arn:
+            batch = membership(self.codebuild, facts.build_id, facts.build_arn, batch_arn)
+            if facts.status.is_final:
+                item = record_part(self.store.table, batch, facts)
+                decided = batch_outcome(batch, facts, item)
+                if decided is None:
+                    logger.info(
+                        "Batch build's part recorded; others still running",
+                        build_id=facts.build_id,
+                        batch_id=batch.batch_id,
+                        part=batch.identifier,
+                    )
+                    return Outcome(batch.batch_id, BuildStatus.IN_PROGRESS, recorded=True)
+                facts = decided
+            else:
+                facts = batch.facts_of(facts, facts.status)
         result = self.store.apply(record_update(facts, self.image, self.clock()))
         if not result.applied:
             logger.info(

@@ -144,18 +144,23 @@ def build_graph(
 
 
 def _share_builds(by_depth: dict[int, list[str]], budget: int) -> list[list[str]]:
-    """Split each depth's images over builds, at most `budget` builds in all."""
+    """Split each depth's images over builds, at most `budget` builds in all: each depth
+    one, and every spare build to the depth with the most images per build."""
     total = sum(len(images) for images in by_depth.values())
     if total <= budget:
         return [[image] for depth in sorted(by_depth) for image in by_depth[depth]]
-    spare = budget - len(by_depth)
-    groups: list[list[str]] = []
-    for depth in sorted(by_depth):
-        images = by_depth[depth]
-        share = 1 + (spare * len(images)) // total
-        share = min(share, len(images))
-        groups.extend([images[index::share] for index in range(share)])
-    return groups
+    shares = dict.fromkeys(by_depth, 1)
+    for _ in range(budget - len(by_depth)):
+        open_depths = [d for d in by_depth if shares[d] < len(by_depth[d])]
+        if not open_depths:
+            break
+        busiest = max(open_depths, key=lambda d: (len(by_depth[d]) / shares[d], -d))
+        shares[busiest] += 1
+    return [
+        by_depth[depth][index :: shares[depth]]
+        for depth in sorted(by_depth)
+        for index in range(shares[depth])
+    ]
 
 
 def _identifier(images: Sequence[str], used: set[str]) -> str:
