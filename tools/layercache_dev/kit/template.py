@@ -76,8 +76,33 @@ def function_environment(logical_id: str) -> dict[str, Any]:
     return merged
 
 
+def condition_holds(name: str, refs: dict[str, Any]) -> bool:
+    """Evaluate one of the template's Conditions with the parameter values in `refs`."""
+    return bool(_evaluate(load_template()["Conditions"][name], refs))
+
+
+def _evaluate(expression: Any, refs: dict[str, Any]) -> Any:
+    if isinstance(expression, dict) and len(expression) == 1:
+        ((name, argument),) = expression.items()
+        if name in ("Condition", "Fn::Condition"):
+            return condition_holds(argument, refs)
+        if name == "Fn::Equals":
+            left, right = (_evaluate(part, refs) for part in argument)
+            return left == right
+        if name == "Fn::Not":
+            return not _evaluate(argument[0], refs)
+        if name == "Fn::And":
+            return all(_evaluate(part, refs) for part in argument)
+        if name == "Fn::Or":
+            return any(_evaluate(part, refs) for part in argument)
+        if name == "Fn::Join":
+            return resolve(expression, refs)
+    return resolve(expression, refs)
+
+
 def resolve(value: Any, refs: dict[str, Any]) -> Any:
-    """Evaluate the intrinsic functions environment values use (Ref, Join, GetAtt, Sub).
+    """Evaluate the intrinsic functions environment values use (Ref, Join, GetAtt, Sub,
+    If on the template's Conditions).
 
     `refs` maps logical ids and parameter names to their values ("Name.Attr" for GetAtt).
     """
@@ -90,6 +115,9 @@ def resolve(value: Any, refs: dict[str, Any]) -> Any:
         if name == "Fn::Join":
             separator, parts = argument
             return separator.join(str(resolve(part, refs)) for part in resolve(parts, refs))
+        if name == "Fn::If":
+            condition, when_true, when_false = argument
+            return resolve(when_true if condition_holds(condition, refs) else when_false, refs)
         if name == "Fn::Sub":
             text = argument if isinstance(argument, str) else argument[0]
             for key, val in refs.items():
