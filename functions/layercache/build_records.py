@@ -3,7 +3,9 @@
 One table holds four kinds of item, told apart by the prefix of `pk`:
 
 - ``BUILD#<codebuild build id>``: one item per build (`BuildStart` is what the starter
-  writes; the build recorder extends the same item as CodeBuild reports progress).
+  writes; the build recorder extends the same item as CodeBuild reports progress). With
+  FanOut, one item per batch build (`kind = batch`, keyed by the batch's id), holding
+  each of its builds' part until the batch is recorded (recording/batch.py).
   Queried through the indexes:
     ByBranch  (branch_key = "<image>#<branch>", requested_at) - latest builds of a branch
     ByCommit  (commit, requested_at)                          - the builds of a commit
@@ -12,7 +14,8 @@ One table holds four kinds of item, told apart by the prefix of `pk`:
   request, where <occasion> is the commit (pushes) or ``nightly@<scheduled time>``.
 - ``HEAD#<image>#<branch>``: `BranchHead`, the newest commit the branch is known to be
   at, the commits known to be older, and what its moving tags were last published to
-  (one digest; with a Bake file, one digest per image repository, `published_images`).
+  (one digest; with a Bake file, one digest per image repository, `published_images`,
+  and what each image is built on, `bake_plan`: the plan of the next fan-out batch).
 - ``REPOSITORIES#<image>``: the ECR repositories a Bake file's builds have published
   to (`<image>/<target>`, one per target), so the pruner covers each of them.
 - ``DELIVERY#<id>``: kept only by older versions (expires); nothing writes it any more.
