@@ -151,7 +151,8 @@ def test_fan_out_is_off_by_default_and_needs_a_bake_file() -> None:
     assert {"Fn::Condition": "UsesBakeFile"} in condition
     project = template["Resources"]["ImageBuildProject"]["Properties"]
     config = project["BuildBatchConfig"]["Fn::If"]
-    assert config[0] == "FansOut" and config[2] == {"Ref": "AWS::NoValue"}
+    assert config[0] == "FansOut"
+    assert config[2] == {"Ref": "AWS::NoValue"}
     assert config[1]["ServiceRole"] == {"Fn::GetAtt": ["BuildBatchServiceRole", "Arn"]}
     assert config[1]["Restrictions"]["MaximumBuildsAllowed"] == {"Ref": "FanOutMaxBuilds"}
     assert template["Resources"]["BuildBatchServiceRole"]["Condition"] == "FansOut"
@@ -454,12 +455,88 @@ def test_a_bake_files_images_get_repositories_created_on_push_with_the_image_set
     assert {"Name": "LAYERCACHE_BAKE_TARGETS", "Value": {"Ref": "BakeTargets"}} in variables
 
 
+CACHE_ARN = {
+    "Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}"
+    ":repository/${ImageRepositoryName}-cache"
+}
+CACHE_PREFIX_ARN = {"Fn::Sub": CACHE_ARN["Fn::Sub"] + "/*"}
+CACHE_PULL = {"ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"}
+CACHE_PUSH = {
+    "ecr:PutImage",
+    "ecr:InitiateLayerUpload",
+    "ecr:UploadLayerPart",
+    "ecr:CompleteLayerUpload",
+}
+
+
+def _denied_except(statements: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Each denied action -> the principals (role logical ids) the Deny leaves out."""
+    result: dict[str, set[str]] = {}
+    for statement in statements:
+        assert statement["Effect"] == "Deny"
+        assert statement["Principal"] == "*"
+        exempt = statement["Condition"]["StringNotEquals"]["aws:PrincipalArn"]
+        exempt = exempt if isinstance(exempt, list) else [exempt]
+        roles = {item["Fn::GetAtt"][0] for item in exempt}
+        actions = statement["Action"]
+        for action in actions if isinstance(actions, list) else [actions]:
+            result[action] = roles
+    return result
+
+
+def test_the_cache_lives_apart_and_only_the_build_and_the_pruner_reach_it() -> None:
+    """Pulling an image never exposes its builder stages: the cache refs are in their own
+    repository, whose policy denies pulls to all but the build and the pruner, pushes to
+    all but the build, deletes to all but the pruner (what identity policies grant)."""
+    cache = resource("CacheRepository")
+    assert cache["Properties"]["RepositoryName"] == {"Fn::Sub": "${ImageRepositoryName}-cache"}
+    denied = _denied_except(cache["Properties"]["RepositoryPolicyText"]["Statement"])
+    builder, pruner = "BuildProjectRole", "ImagePrunerFunctionRole"
+    assert {a: denied[a] for a in CACHE_PULL} == {key: {builder, pruner} for key in CACHE_PULL}
+    assert {a: denied[a] for a in CACHE_PUSH} == {key: {builder} for key in CACHE_PUSH}
+    assert denied["ecr:BatchDeleteImage"] == {pruner}
+    variables = resource("ImageBuildProject")["Properties"]["Environment"]["EnvironmentVariables"]
+    assert {
+        "Name": "LAYERCACHE_CACHE_REPOSITORY_URI",
+        "Value": {"Fn::GetAtt": ["CacheRepository", "RepositoryUri"]},
+    } in variables
+
+
+def test_each_bake_images_cache_repository_gets_the_same_policy() -> None:
+    spec = resource("CacheRepositoriesTemplate")
+    assert spec["Condition"] == "UsesBakeFile"
+    props = spec["Properties"]
+    assert props["Prefix"] == {"Fn::Sub": "${ImageRepositoryName}-cache"}
+    assert props["AppliedFor"] == ["CREATE_ON_PUSH"]
+    text, names = props["RepositoryPolicy"]["Fn::Sub"]
+    assert names == {
+        "Build": {"Fn::GetAtt": ["BuildProjectRole", "Arn"]},
+        "Pruner": {"Fn::GetAtt": ["ImagePrunerFunctionRole", "Arn"]},
+    }
+    statements = json.loads(text.replace("${Build}", "B").replace("${Pruner}", "P"))["Statement"]
+    cache_statements = resource("CacheRepository")["Properties"]["RepositoryPolicyText"]
+    expected = _denied_except(cache_statements["Statement"])
+    as_names = {"BuildProjectRole": "B", "ImagePrunerFunctionRole": "P"}
+    for statement in statements:
+        exempt = statement["Condition"]["StringNotEquals"]["aws:PrincipalArn"]
+        exempt = set(exempt if isinstance(exempt, list) else [exempt])
+        actions = statement["Action"]
+        for action in actions if isinstance(actions, list) else [actions]:
+            assert exempt == {as_names[role] for role in expected[action]}, action
+    assert {
+        a
+        for s in statements
+        for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    } == set(expected)
+
+
 def test_no_statement_grants_more_than_the_image_prefix_for_a_bake_files_images() -> None:
     """Every ECR statement names the stack's repositories, or the prefix `<name>/*` only
     under UsesBakeFile; repositories are created only by the build, under that prefix."""
     allowed = [
         {"Fn::GetAtt": ["ImageRepository", "Arn"]},
         {"Fn::GetAtt": ["BuildKitMirrorRepository", "Arn"]},
+        CACHE_ARN,
     ]
     prefix_statements: dict[str, set[str]] = {}
     for owner, wrapped in _statements():
@@ -470,14 +547,19 @@ def test_no_statement_grants_more_than_the_image_prefix_for_a_bake_files_images(
             if not any(action.startswith("ecr:") for action in actions):
                 continue
             resources = statement["Resource"]
-            if resources == BAKE_PREFIX_ARN:
+            if resources in (BAKE_PREFIX_ARN, CACHE_PREFIX_ARN):
                 assert conditional, owner
                 assert wrapped["Fn::If"][0] == "UsesBakeFile", owner
-                prefix_statements[owner] = actions
-            elif resources != "*" and "Fn::If" not in resources:
+                if resources == BAKE_PREFIX_ARN:
+                    prefix_statements[owner] = actions
+            elif isinstance(resources, dict) and "Fn::If" in resources:
+                condition, with_bake, without = resources["Fn::If"]
+                if condition == "UsesBakeFile" and without == CACHE_ARN:
+                    assert with_bake == [CACHE_ARN, CACHE_PREFIX_ARN], owner
+            elif resources != "*":
                 assert resources in allowed, f"{owner}: {resources}"
             if "ecr:CreateRepository" in actions:
-                assert resources == BAKE_PREFIX_ARN, owner
+                assert resources in (BAKE_PREFIX_ARN, CACHE_PREFIX_ARN), owner
     assert "ecr:CreateRepository" in prefix_statements["BuildProjectRole"]
     assert prefix_statements["BuildRecorderFunction"] == {"ecr:BatchGetImage", "ecr:PutImage"}
     assert "ecr:BatchDeleteImage" in prefix_statements["ImagePrunerFunction"]

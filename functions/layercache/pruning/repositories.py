@@ -59,6 +59,10 @@ class ImageRepositories:
         """What these repositories are called, for reports: `<image>/*`."""
         return f"{self.image}/*"
 
+    def cache_of(self, name: str, cache_repository: str) -> str:
+        """The cache repository of an image repository: `<image>/<t>` -> `<cache>/<t>`."""
+        return f"{cache_repository}/{name.removeprefix(self.image + '/')}"
+
     def names(self) -> tuple[str, ...]:
         selection = within_prefix(self.image, self._table.image_repositories(self.image))
         for name in selection.refused:

@@ -155,9 +155,11 @@ class Pruner:
             "Image repositories of the Bake file",
             extra={"prefix": source.pattern, "repositories": list(names)},
         )
+        cache = self.settings.cache_repository_name
+        caches = [source.cache_of(name, cache) for name in names] if cache else []
         return [
             self._prune_or_report(name, policy, service_tags, may_be_gone=True)
-            for name in names
+            for name in (*names, *caches)
             if name not in configured  # listed in PRUNE_REPOSITORIES too: pruned once
         ]
 

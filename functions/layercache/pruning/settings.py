@@ -20,6 +20,9 @@ class PrunerSettings(EnvSettings):
     # pruned too: the builds table names them (`REPOSITORIES#<image>`).
     bake_file: str = ""
     builds_table_name: str = ""
+    # The stack's cache repository (`<image_repository_name>-cache`; with a Bake file, each
+    # image's cache is `<cache_repository_name>/<target>`): always pruned, like the images.
+    cache_repository_name: str = ""
     # Repository ARNs (or names) to prune; empty: the stack's own image repository.
     prune_repositories: tuple[str, ...] = ()
     prune_protected_tags: tuple[str, ...] = ("latest", "v*")
@@ -59,13 +62,18 @@ class PrunerSettings(EnvSettings):
 
     @property
     def repositories(self) -> tuple[str, ...]:
-        """Names of the repositories to prune (ARNs reduced to their repository name)."""
-        if not self.prune_repositories:
-            return (self.image_repository_name,)
-        return tuple(
-            entry.split(_REPOSITORY_ARN_MARK, 1)[1] if entry.startswith("arn:") else entry
-            for entry in self.prune_repositories
+        """Names of the repositories to prune (ARNs reduced to their repository name), and
+        the stack's cache repository."""
+        configured = (
+            tuple(
+                entry.split(_REPOSITORY_ARN_MARK, 1)[1] if entry.startswith("arn:") else entry
+                for entry in self.prune_repositories
+            )
+            if self.prune_repositories
+            else (self.image_repository_name,)
         )
+        cache = (self.cache_repository_name,) if self.cache_repository_name else ()
+        return tuple(dict.fromkeys((*configured, *cache)))
 
     def policy(self, in_use: Mapping[str, str] | None = None) -> Policy:
         return Policy(

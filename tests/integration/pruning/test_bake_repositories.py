@@ -64,6 +64,17 @@ def messages(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, A
     return [vars(r) for r in caplog.records if r.getMessage() == message]
 
 
+def image_repositories(result: dict[str, Any]) -> list[str]:
+    """The image repositories a run pruned, in order; the caches' are left out (each
+    image's cache repository `team/service-cache/<target>` follows them, see the first
+    test)."""
+    return [
+        r["repository"]
+        for r in result["repositories"]
+        if "team/service-cache" not in r["repository"]
+    ]
+
+
 # ---------------------------------------------------------------- through the handler
 
 
@@ -87,14 +98,46 @@ def test_each_bake_target_repository_is_pruned_beside_the_stack_repository(
 
     assert [r["repository"] for r in result["repositories"]] == [
         "team/service",
+        "team/service-cache",
         "team/service/api",
         "team/service/worker",
+        "team/service-cache/api",
+        "team/service-cache/worker",
     ]
+    # Not pushed to in this test: the targets' cache repositories are skipped as missing.
+    assert [r.get("missing") for r in result["repositories"][-2:]] == [True, True]
     # Each keeps its newest 5 builds of main and its own cache ref; the oldest build goes.
     assert registry.digests() == digests(own_old[1:])
     assert api.digests() == digests(api_old[1:])
     assert worker.digests() == {worker_cache}
     assert worker_stale not in worker.digests()
+    assert ecr_like.refused == []
+
+
+def test_each_targets_cache_repository_loses_its_superseded_caches(
+    stack: Any,
+    ecr_like: EcrCalls,
+    function_env: Any,
+    lambda_context: Any,
+    pruner_handler: PrunerHandler,
+) -> None:
+    """The cache refs live apart from the images (`<image>-cache/<target>`): every build
+    leaves the previous cache manifest untagged there, and the pruner clears them while
+    keeping each branch's current ref."""
+    create("team/service/api")
+    cache = create("team/service-cache/api")
+    stale = [cache.push_untagged(f"stale-{n}", days_ago=40 - n, cache=True) for n in range(3)]
+    current = cache.push_cache("main", "current", days_ago=1)
+    remember(stack, "team/service/api")
+    function_env(PRUNER_FUNCTION, **BAKE)
+
+    result = pruner_handler(sample("daily-schedule.json"), lambda_context)
+
+    reports = {r["repository"]: r for r in result["repositories"]}
+    assert "team/service-cache/api" in reports
+    assert not reports["team/service-cache/api"].get("missing")
+    assert cache.digests() == {current}
+    assert not set(stale) & cache.digests()
     assert ecr_like.refused == []
 
 
@@ -147,7 +190,7 @@ def test_without_a_bake_file_the_table_is_not_read(
 
     result = pruner_handler(sample("daily-schedule.json"), lambda_context)
 
-    assert [r["repository"] for r in result["repositories"]] == ["team/service"]
+    assert image_repositories(result) == ["team/service"]
     assert "dynamodb:GetItem" not in {call.operation for call in aws_calls}
     assert api.digests() == digests(api_old)
 
@@ -167,10 +210,7 @@ def test_a_repository_also_listed_in_prune_repositories_is_pruned_once(
 
     result = pruner_handler(sample("daily-schedule.json"), lambda_context)
 
-    assert [r["repository"] for r in result["repositories"]] == [
-        "team/service",
-        "team/service/api",
-    ]
+    assert image_repositories(result) == ["team/service", "team/service/api"]
     assert api.digests() == digests(api_old[1:])
 
 
@@ -202,8 +242,10 @@ def test_a_repository_deleted_by_hand_is_skipped_and_not_an_error(
     assert "error" not in summaries["team/service/gone"]
     assert "missing" not in summaries["team/service/api"]
     assert api.digests() == digests(api_old[1:])
-    (skipped,) = messages(caplog, "Skipped an image repository that no longer exists")
-    assert skipped["repository"] == "team/service/gone"
+    skipped = messages(caplog, "Skipped an image repository that no longer exists")
+    assert [r["repository"] for r in skipped if "-cache" not in r["repository"]] == [
+        "team/service/gone"
+    ]
     # The name stays in the item: a later push recreates the repository.
     table = BuildsTable(stack.table_name, boto3.client("dynamodb", region_name=REGION))
     assert "team/service/gone" in table.image_repositories(stack.repository_name)
@@ -260,10 +302,7 @@ def test_a_repository_outside_the_prefix_is_never_pruned(
 
     result = pruner_handler(sample("daily-schedule.json"), lambda_context)
 
-    assert [r["repository"] for r in result["repositories"]] == [
-        "team/service",
-        "team/service/api",
-    ]
+    assert image_repositories(result) == ["team/service", "team/service/api"]
     if outside == stack.repository_name:
         assert registry.digests() == digests(own_old[1:])  # pruned once, as configured
     elif foreign is not None:

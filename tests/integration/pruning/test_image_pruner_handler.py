@@ -51,7 +51,12 @@ def test_a_successful_build_prunes_the_repository(
     result = pruner_handler(sample("build-succeeded.json"), lambda_context)
 
     assert registry.digests() == expected["kept"]
-    (summary,) = result["repositories"]
+    # The images, then the stack's cache repository (empty here).
+    assert [r["repository"] for r in result["repositories"]] == [
+        "team/service",
+        "team/service-cache",
+    ]
+    summary = result["repositories"][0]
     assert result["status"] == "pruned"
     assert result["trigger"].startswith("build arn:aws:codebuild:")
     assert summary["deleted"] == len(expected["deleted"]) == 6 * 3 + 3
@@ -82,7 +87,7 @@ def test_the_daily_schedule_in_dry_run_logs_the_plan_and_deletes_nothing(
     result = pruner_handler(sample("daily-schedule.json"), lambda_context)
 
     assert registry.digests() == before
-    (summary,) = result["repositories"]
+    summary = result["repositories"][0]
     assert result["trigger"] == "schedule"
     assert summary["dry_run"] is True
     assert summary["planned_deletions"] == len(expected["deleted"])
@@ -113,7 +118,11 @@ def test_a_list_of_repositories_is_pruned_repository_by_repository(
 
     result = pruner_handler(sample("daily-schedule.json"), lambda_context)
 
-    assert [r["repository"] for r in result["repositories"]] == ["team/service", "team/worker"]
+    assert [r["repository"] for r in result["repositories"]] == [
+        "team/service",
+        "team/worker",
+        "team/service-cache",  # the stack's cache is always its own
+    ]
     assert registry.digests() == expected["kept"]
     assert other.digests() == {current}
     assert stale not in other.digests()

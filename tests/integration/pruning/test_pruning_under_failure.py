@@ -53,14 +53,16 @@ def test_a_refused_delete_is_a_reported_outcome_not_a_crash(
     delete = EcrRegistry.delete
 
     def delete_while_a_rebuild_lands(self: EcrRegistry, repository: str, plan: Any) -> Any:
-        registry.push_identical_rebuild(old[0].index)  # between planning and deleting
+        if repository == registry.repository:
+            registry.push_identical_rebuild(old[0].index)  # between planning and deleting
         return delete(self, repository, plan)
 
     monkeypatch.setattr(EcrRegistry, "delete", delete_while_a_rebuild_lands)
 
     result = pruner_handler(sample("daily-schedule.json"), lambda_context)
 
-    (summary,) = result["repositories"]
+    summary = result["repositories"][0]
+    assert summary["repository"] == registry.repository
     refused = {(f["digest"], f["code"]) for f in summary["failed"]}
     assert refused == {
         (old[0].platforms[0], "ImageReferencedByManifestList"),

@@ -200,6 +200,9 @@ def deploy_stack(
         imageTagMutability="MUTABLE",
         imageScanningConfiguration={"scanOnPush": True},
     )["repository"]
+    cache_repository = client("ecr").create_repository(
+        repositoryName=f"{names.repository}-cache", imageTagMutability="MUTABLE"
+    )["repository"]
     secret = client("secretsmanager").create_secret(
         Name=names.secret, SecretString=LOCAL_WEBHOOK_SECRET
     )
@@ -211,6 +214,13 @@ def deploy_stack(
             "ImageRepository": names.repository,
             "ImageRepository.RepositoryUri": build_repository_uri or repository["repositoryUri"],
             "ImageRepository.Arn": repository["repositoryArn"],
+            "CacheRepository": cache_repository["repositoryName"],
+            "CacheRepository.RepositoryUri": (
+                f"{build_repository_uri}-cache"
+                if build_repository_uri
+                else cache_repository["repositoryUri"]
+            ),
+            "CacheRepository.Arn": cache_repository["repositoryArn"],
             "BuildsTable": names.table,
             "ImageBuildProject": names.project,
             "WebhookSecret": secret["ARN"],
