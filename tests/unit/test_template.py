@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,14 @@ from layercache.triggers.settings import (
     NightlyRebuildSettings,
 )
 from layercache_dev.kit.paths import ROOT
-from layercache_dev.kit.template import function_environment, load_template, resource
+from layercache_dev.kit.template import (
+    NO_VALUE,
+    function_environment,
+    load_template,
+    parameter_defaults,
+    resolve,
+    resource,
+)
 
 TEMPLATE = load_template()
 RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
@@ -590,3 +598,98 @@ def test_cfn_lint_informational_checks_are_clean() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- build secrets
+SECRET_A = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ci/pip-token-AbCdEf"
+SECRET_B = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ci/npm-Zy12xW"
+
+
+def _with_parameters(**parameters: str) -> dict[str, Any]:
+    refs: dict[str, Any] = {**parameter_defaults(), **parameters}
+    refs.update({"AWS::Partition": "aws", "AWS::Region": "eu-west-1"})
+    refs.update({"AWS::AccountId": "123456789012", "AWS::StackName": "stack"})
+    return refs
+
+
+def _project_variables(refs: dict[str, Any]) -> dict[str, dict[str, str]]:
+    refs = {**refs, "ImageRepository.RepositoryUri": "r", "CacheRepository.RepositoryUri": "c"}
+    refs.update({"BuildDriverBundle": "b", "BuildKitMirrorRepository.RepositoryUri": "m"})
+    props = resource("ImageBuildProject")["Properties"]["Environment"]
+    return {v["Name"]: v for v in resolve(props["EnvironmentVariables"], refs)}
+
+
+def _secret_resources(refs: dict[str, Any]) -> list[str] | None:
+    for policy in resource("BuildProjectRole")["Properties"]["Policies"]:
+        for wrapped in policy["PolicyDocument"]["Statement"]:
+            if any(s.get("Sid") == "ReadBuildSecrets" for s in _plain(wrapped)):
+                statement = resolve(wrapped, refs)
+                return None if statement is NO_VALUE else list(statement["Resource"])
+    raise AssertionError("no ReadBuildSecrets statement")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", {}),
+        (f"pip={SECRET_A}", {"pip": SECRET_A}),
+        (
+            f"pip={SECRET_A}:token,npm={SECRET_B}",
+            {"pip": f"{SECRET_A}:token", "npm": SECRET_B},
+        ),
+        (
+            ",".join(f"s{n}={SECRET_B}:k{n}" for n in range(5)),
+            {f"s{n}": f"{SECRET_B}:k{n}" for n in range(5)},
+        ),
+    ],
+)
+def test_each_build_secret_is_a_secrets_manager_variable_and_only_its_arn_is_readable(
+    value: str, expected: dict[str, str]
+) -> None:
+    """The template's intrinsic functions, evaluated: slot n of BuildSecrets becomes
+    LAYERCACHE_SECRET_<n> of type SECRETS_MANAGER (resolved by CodeBuild, never a plain
+    value), and the build role may read exactly those secrets' ARNs (the json key cut)."""
+    refs = _with_parameters(BuildSecrets=value)
+    variables = _project_variables(refs)
+    secrets = {name: v for name, v in variables.items() if name.startswith("LAYERCACHE_SECRET_")}
+    assert variables["LAYERCACHE_BUILD_SECRETS"]["Value"] == value
+    assert sorted(secrets) == [f"LAYERCACHE_SECRET_{n + 1}" for n in range(len(expected))]
+    for n, reference in enumerate(expected.values()):
+        assert secrets[f"LAYERCACHE_SECRET_{n + 1}"]["Type"] == "SECRETS_MANAGER"
+        assert secrets[f"LAYERCACHE_SECRET_{n + 1}"]["Value"] == reference
+    resources = _secret_resources(refs)
+    if not expected:
+        assert resources is None
+    else:
+        arns = [":".join(reference.split(":")[:7]) for reference in expected.values()]
+        assert resources == arns
+        assert set(resources) <= {SECRET_A, SECRET_B}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"pip={SECRET_A},npm={SECRET_B},a={SECRET_A},b={SECRET_A},c={SECRET_A},d={SECRET_A}",
+        "pip=not-an-arn",
+        f"={SECRET_A}",
+        f"pip {SECRET_A}",
+        "pip=arn:aws:s3:::bucket",
+    ],
+)
+def test_build_secrets_beyond_five_or_malformed_are_refused_at_deploy(value: str) -> None:
+    pattern = TEMPLATE["Parameters"]["BuildSecrets"]["AllowedPattern"]
+    assert re.fullmatch(pattern, value) is None
+
+
+def test_no_secret_is_ever_a_plain_variable_of_the_build() -> None:
+    variables = resource("ImageBuildProject")["Properties"]["Environment"]["EnvironmentVariables"]
+    for variable in resolve(variables, _project_variables_refs_with_secret()):
+        if variable["Name"].startswith("LAYERCACHE_SECRET_"):
+            assert variable["Type"] == "SECRETS_MANAGER"
+
+
+def _project_variables_refs_with_secret() -> dict[str, Any]:
+    refs = _with_parameters(BuildSecrets=f"pip={SECRET_A}")
+    refs.update({"ImageRepository.RepositoryUri": "r", "CacheRepository.RepositoryUri": "c"})
+    refs.update({"BuildDriverBundle": "b", "BuildKitMirrorRepository.RepositoryUri": "m"})
+    return refs

@@ -285,8 +285,8 @@ def _create_project(client: Callable[[str], Any], name: str, refs: Mapping[str, 
     props = resource("ImageBuildProject")["Properties"]
     environment = props["Environment"]
     variables = [
-        {"name": v["Name"], "value": str(resolve(v["Value"], dict(refs))), "type": "PLAINTEXT"}
-        for v in environment["EnvironmentVariables"]
+        {"name": v["Name"], "value": str(v["Value"]), "type": v.get("Type", "PLAINTEXT")}
+        for v in resolve(environment["EnvironmentVariables"], dict(refs))
     ]
     client("codebuild").create_project(
         name=name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -100,16 +101,24 @@ def _evaluate(expression: Any, refs: dict[str, Any]) -> Any:
     return resolve(expression, refs)
 
 
+# What `{"Ref": "AWS::NoValue"}` resolves to: dropped from the list or map that holds it.
+NO_VALUE = object()
+
+
 def resolve(value: Any, refs: dict[str, Any]) -> Any:
-    """Evaluate the intrinsic functions environment values use (Ref, Join, GetAtt, Sub,
-    If on the template's Conditions).
+    """Evaluate the intrinsic functions the template's values use (Ref, GetAtt, Join, Sub,
+    Split, Select, If on the template's Conditions, AWS::NoValue), in lists and maps too.
 
     `refs` maps logical ids and parameter names to their values ("Name.Attr" for GetAtt).
     """
-    if isinstance(value, dict) and len(value) == 1:
+    if (
+        isinstance(value, dict)
+        and len(value) == 1
+        and next(iter(value)).startswith(("Ref", "Fn::"))
+    ):
         ((name, argument),) = value.items()
         if name == "Ref":
-            return refs[argument]
+            return NO_VALUE if argument == "AWS::NoValue" else refs[argument]
         if name == "Fn::GetAtt":
             return refs[".".join(argument)]
         if name == "Fn::Join":
@@ -119,12 +128,22 @@ def resolve(value: Any, refs: dict[str, Any]) -> Any:
             condition, when_true, when_false = argument
             return resolve(when_true if condition_holds(condition, refs) else when_false, refs)
         if name == "Fn::Sub":
-            text = argument if isinstance(argument, str) else argument[0]
-            for key, val in refs.items():
-                text = text.replace("${" + key + "}", str(val))
-            return text
+            text, names = (argument, {}) if isinstance(argument, str) else argument
+            variables = {**refs, **{key: resolve(val, refs) for key, val in names.items()}}
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(variables[m.group(1)]), text)
+        if name == "Fn::Split":
+            separator, text = argument
+            return str(resolve(text, refs)).split(separator)
+        if name == "Fn::Select":
+            index, items = argument
+            return resolve(items, refs)[int(index)]
+        raise ValueError(f"the kit cannot resolve {name}")
     if isinstance(value, list):
-        return [resolve(item, refs) for item in value]
+        resolved = [resolve(item, refs) for item in value]
+        return [item for item in resolved if item is not NO_VALUE]
+    if isinstance(value, dict):
+        pairs = {key: resolve(item, refs) for key, item in value.items()}
+        return {key: item for key, item in pairs.items() if item is not NO_VALUE}
     return value
 
 
