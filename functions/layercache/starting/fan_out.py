@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from layercache.build_records import (
@@ -48,28 +48,47 @@ class FanOutConfigurationError(RuntimeError):
 
 @dataclass(frozen=True)
 class GraphNode:
-    """One build of the batch: the images it builds and the nodes it waits for."""
+    """One build of a batch: what it builds (its variables), the nodes it waits for, and
+    the host it runs on when not the project's (`environment`: type, image, compute-type)."""
 
     identifier: str
-    images: tuple[str, ...]
+    variables: Mapping[str, str]
     depend_on: tuple[str, ...] = ()
-    newcomers: bool = False
+    environment: Mapping[str, str] = field(default_factory=dict)
 
-    def as_buildspec(self, planned: Sequence[str]) -> dict[str, Any]:
+    def as_buildspec(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "identifier": self.identifier,
-            "env": {
-                "variables": {
-                    ENV_FANOUT_IMAGES: ",".join(self.images),
-                    ENV_FANOUT_PLANNED: ",".join(planned),
-                    ENV_FANOUT_NEWCOMERS: "true" if self.newcomers else "false",
-                }
-            },
+            "env": {**self.environment, "variables": dict(self.variables)},
             "ignore-failure": False,
         }
         if self.depend_on:
             entry["depend-on"] = list(self.depend_on)
         return entry
+
+
+def image_node(
+    identifier: str,
+    images: Sequence[str],
+    planned: Sequence[str],
+    *,
+    depend_on: Sequence[str] = (),
+    newcomers: bool = False,
+) -> GraphNode:
+    """A fan-out node: the images it builds, the plan's images, whether it takes newcomers."""
+    return GraphNode(
+        identifier=identifier,
+        variables={
+            ENV_FANOUT_IMAGES: ",".join(images),
+            ENV_FANOUT_PLANNED: ",".join(planned),
+            ENV_FANOUT_NEWCOMERS: "true" if newcomers else "false",
+        },
+        depend_on=tuple(depend_on),
+    )
+
+
+def images_of(node: GraphNode) -> tuple[str, ...]:
+    return tuple(name for name in node.variables.get(ENV_FANOUT_IMAGES, "").split(",") if name)
 
 
 def plan_of(head: BranchHead | None, fallback: BranchHead | None) -> tuple[PlannedImage, ...]:
@@ -113,15 +132,16 @@ def build_graph(
     """
     names = list(dict.fromkeys(planned.image for planned in plan))
     if not names:
-        return [GraphNode(identifier="all_images", images=(), newcomers=True)]
+        return [image_node("all_images", (), (), newcomers=True)]
     level = depths(plan)
     by_depth: dict[int, list[str]] = {}
     for name in sorted(names, key=lambda n: (level[n], names.index(n))):
         by_depth.setdefault(level[name], []).append(name)
     budget = max(1, max_builds)
     if len(by_depth) > budget:  # deeper than the builds allowed: one build of everything
-        return [GraphNode(identifier="all_images", images=tuple(names), newcomers=True)]
+        return [image_node("all_images", names, names, newcomers=True)]
     groups = _share_builds(by_depth, budget)
+    planned_names = [image for group in groups for image in group]
     node_of: dict[str, str] = {}
     used: set[str] = set()
     nodes: list[GraphNode] = []
@@ -136,9 +156,7 @@ def build_graph(
         for image in images:
             node_of[image] = identifier
         nodes.append(
-            GraphNode(
-                identifier=identifier, images=tuple(images), depend_on=waits, newcomers=not nodes
-            )
+            image_node(identifier, images, planned_names, depend_on=waits, newcomers=not nodes)
         )
     return nodes
 
@@ -177,8 +195,7 @@ def _identifier(images: Sequence[str], used: set[str]) -> str:
 
 def batch_buildspec(project_buildspec: str, nodes: Sequence[GraphNode]) -> str:
     """The project's buildspec with the batch's build graph (flow-style YAML is JSON)."""
-    planned = [image for node in nodes for image in node.images]
-    graph = [node.as_buildspec(planned) for node in nodes]
+    graph = [node.as_buildspec() for node in nodes]
     section = {"fast-fail": True, "build-graph": graph}
     return f"{project_buildspec.rstrip()}\n\nbatch: {json.dumps(section, separators=(',', ':'))}\n"
 
@@ -220,13 +237,12 @@ class BatchLauncher:
 
     def start(
         self,
-        plan: Sequence[PlannedImage],
+        nodes: Sequence[GraphNode],
         *,
         source_version: str,
         environment: dict[str, str],
         token: str,
     ) -> dict[str, Any]:
-        nodes = build_graph(plan, self.max_builds)
         response = self.codebuild.start_build_batch(
             projectName=self.project_name,
             sourceVersion=source_version,

@@ -37,7 +37,7 @@ from layercache.build_records import (
     utc_now,
 )
 from layercache.build_requests import BuildRequestMessage
-from layercache.starting.fan_out import BatchLauncher, plan_of
+from layercache.starting.fan_out import BatchLauncher, build_graph, plan_of
 from layercache.starting.ordering import Place, Placement, place_request
 from layercache.starting.tips import BranchTips, NoBranchTips
 
@@ -276,7 +276,7 @@ class BuildStarter:
                 extra={"planned_images": [planned.image for planned in plan], **request.log_keys()},
             )
             return self.batches.start(
-                plan,
+                build_graph(plan, self.batches.max_builds),
                 source_version=request.source_version,
                 environment=build_environment(request, claim),
                 token=claim.request_id,

@@ -28,6 +28,7 @@ from layercache.starting.fan_out import (
     IDENTIFIER_MAX,
     batch_buildspec,
     build_graph,
+    images_of,
     plan_of,
 )
 
@@ -51,19 +52,21 @@ def test_every_image_is_built_once_after_its_bases(
     nodes = build_graph(plan, max_builds)
 
     assert 1 <= len(nodes) <= max_builds
-    built = [image for node in nodes for image in node.images]
+    built = [image for node in nodes for image in images_of(node)]
     assert sorted(built) == sorted(planned.image for planned in plan)
-    assert [node.newcomers for node in nodes] == [True] + [False] * (len(nodes) - 1)
+    assert [node.variables[ENV_FANOUT_NEWCOMERS] == "true" for node in nodes] == [True] + [
+        False
+    ] * (len(nodes) - 1)
     identifiers = [node.identifier for node in nodes]
     assert len(set(identifiers)) == len(identifiers)
     for identifier in identifiers:
         assert re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", identifier)
         assert len(identifier) <= IDENTIFIER_MAX
     position = {node.identifier: index for index, node in enumerate(nodes)}
-    node_of = {image: node.identifier for node in nodes for image in node.images}
+    node_of = {image: node.identifier for node in nodes for image in images_of(node)}
     for index, node in enumerate(nodes):
         assert all(position[other] < index for other in node.depend_on)
-        for image in node.images:
+        for image in images_of(node):
             bases = next(p.built_on for p in plan if p.image == image)
             for base in bases:
                 other = node_of.get(base, node.identifier)
@@ -82,7 +85,7 @@ def test_one_build_per_image_waits_for_the_images_it_is_built_on() -> None:
 
     nodes = build_graph(plan)
 
-    assert [(n.identifier, n.images, n.depend_on) for n in nodes] == [
+    assert [(n.identifier, images_of(n), n.depend_on) for n in nodes] == [
         ("base", ("base",), ()),
         ("tool", ("tool",), ()),
         ("api", ("api",), ("base",)),
@@ -92,8 +95,8 @@ def test_one_build_per_image_waits_for_the_images_it_is_built_on() -> None:
 
 def test_without_a_plan_one_build_builds_every_image() -> None:
     [node] = build_graph([])
-    assert node.images == ()
-    assert node.newcomers
+    assert images_of(node) == ()
+    assert node.variables[ENV_FANOUT_NEWCOMERS] == "true"
 
 
 def test_beyond_the_limit_images_of_one_depth_share_builds() -> None:
@@ -102,8 +105,8 @@ def test_beyond_the_limit_images_of_one_depth_share_builds() -> None:
     nodes = build_graph(plan, max_builds=3)
 
     assert len(nodes) == 3
-    assert nodes[0].images == ("base",)
-    assert sorted(i for n in nodes[1:] for i in n.images) == sorted(f"app{i}" for i in range(8))
+    assert images_of(nodes[0]) == ("base",)
+    assert sorted(i for n in nodes[1:] for i in images_of(n)) == sorted(f"app{i}" for i in range(8))
     assert all(n.depend_on == ("base",) for n in nodes[1:])
 
 
