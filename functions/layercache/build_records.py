@@ -92,6 +92,10 @@ ENV_REQUEST_ID = "LAYERCACHE_REQUEST_ID"
 ENV_FANOUT_IMAGES = "LAYERCACHE_FANOUT_IMAGES"
 ENV_FANOUT_PLANNED = "LAYERCACHE_FANOUT_PLANNED"
 ENV_FANOUT_NEWCOMERS = "LAYERCACHE_FANOUT_NEWCOMERS"
+# With several platforms (starting/platforms.py): the platform one build of the batch
+# builds, and the platforms the join build joins into one index.
+ENV_PLATFORM = "LAYERCACHE_PLATFORM"
+ENV_JOIN_PLATFORMS = "LAYERCACHE_JOIN_PLATFORMS"
 
 INDEX_BY_BRANCH = "ByBranch"
 INDEX_BY_COMMIT = "ByCommit"

@@ -22,6 +22,7 @@ from layercache.triggers.settings import (
 from layercache_dev.kit.paths import ROOT
 from layercache_dev.kit.template import (
     NO_VALUE,
+    condition_holds,
     function_environment,
     load_template,
     parameter_defaults,
@@ -159,11 +160,14 @@ def test_fan_out_is_off_by_default_and_needs_a_bake_file() -> None:
     assert {"Fn::Condition": "UsesBakeFile"} in condition
     project = template["Resources"]["ImageBuildProject"]["Properties"]
     config = project["BuildBatchConfig"]["Fn::If"]
-    assert config[0] == "FansOut"
+    assert config[0] == "BuildsInBatches"
     assert config[2] == {"Ref": "AWS::NoValue"}
     assert config[1]["ServiceRole"] == {"Fn::GetAtt": ["BuildBatchServiceRole", "Arn"]}
     assert config[1]["Restrictions"]["MaximumBuildsAllowed"] == {"Ref": "FanOutMaxBuilds"}
-    assert template["Resources"]["BuildBatchServiceRole"]["Condition"] == "FansOut"
+    assert template["Resources"]["BuildBatchServiceRole"]["Condition"] == "BuildsInBatches"
+    assert template["Conditions"]["BuildsInBatches"] == {
+        "Fn::Or": [{"Fn::Condition": "FansOut"}, {"Fn::Condition": "BuildsPlatforms"}]
+    }
 
 
 def test_the_batch_role_runs_only_this_projects_builds() -> None:
@@ -193,14 +197,14 @@ def test_the_batch_role_runs_only_this_projects_builds() -> None:
     assert not {a for a in build_actions if a.startswith("codebuild:")}
 
 
-def test_only_the_starter_starts_batches_and_only_with_fan_out() -> None:
+def test_only_the_starter_starts_batches_and_only_when_it_builds_in_batches() -> None:
     for owner, wrapped in _statements():
         for statement in _plain(wrapped):
             actions = statement["Action"]
             actions = set(actions if isinstance(actions, list) else [actions])
             if "codebuild:StartBuildBatch" in actions:
                 assert owner == "BuildStarterFunction"
-                assert wrapped["Fn::If"][0] == "FansOut"
+                assert wrapped["Fn::If"][0] == "BuildsInBatches"
                 assert statement["Resource"] == {"Fn::GetAtt": ["ImageBuildProject", "Arn"]}
 
 
@@ -693,3 +697,34 @@ def _project_variables_refs_with_secret() -> dict[str, Any]:
     refs.update({"ImageRepository.RepositoryUri": "r", "CacheRepository.RepositoryUri": "c"})
     refs.update({"BuildDriverBundle": "b", "BuildKitMirrorRepository.RepositoryUri": "m"})
     return refs
+
+
+# ---------------------------------------------------------------- platforms
+@pytest.mark.parametrize(
+    ("platforms", "several", "arm_only"),
+    [
+        ("linux/amd64", False, False),
+        ("linux/arm64", False, True),
+        ("linux/amd64,linux/arm64", True, False),
+        ("linux/arm64,linux/amd64", True, False),
+    ],
+)
+def test_platforms_choose_the_host_and_whether_builds_come_in_batches(
+    platforms: str, several: bool, arm_only: bool
+) -> None:
+    refs = _with_parameters(Platforms=platforms)
+    assert condition_holds("BuildsPlatforms", refs) is several
+    assert condition_holds("BuildsOnArmOnly", refs) is arm_only
+    assert condition_holds("BuildsInBatches", refs) is several  # FanOut is off
+    props = resource("ImageBuildProject")["Properties"]["Environment"]
+    environment = {name: resolve(props[name], refs) for name in ("Type", "Image")}
+    assert environment["Type"] == ("ARM_CONTAINER" if arm_only else "LINUX_CONTAINER")
+    assert environment["Image"] == refs["ArmBuildImage" if arm_only else "BuildImage"]
+
+
+@pytest.mark.parametrize(
+    "platforms", ["linux/arm/v7", "linux/amd64,linux/arm64,linux/amd64", "amd64", ""]
+)
+def test_only_platforms_with_a_native_host_are_accepted(platforms: str) -> None:
+    pattern = TEMPLATE["Parameters"]["Platforms"]["AllowedPattern"]
+    assert re.fullmatch(pattern, platforms) is None

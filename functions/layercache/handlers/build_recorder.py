@@ -51,7 +51,7 @@ def default_service() -> tuple[RecorderSettings, BuildRecorder]:
         notifier=notifier,
         github=github,
         publisher=TagPublisher(table, aws.client("ecr"), settings.image_repository_name),
-        fan_out=settings.fan_out,
+        batch_builds=settings.batch_builds,
     )
     return settings, recorder
 

@@ -52,6 +52,10 @@ EXPORTED_CACHED_STEPS = "LAYERCACHE_CACHED_STEPS"
 EXPORTED_TOTAL_STEPS = "LAYERCACHE_TOTAL_STEPS"
 EXPORTED_CACHE_EXPORT_SECONDS = "LAYERCACHE_CACHE_EXPORT_SECONDS"
 EXPORTED_CACHE_STATUS = "LAYERCACHE_CACHE_STATUS"
+# The platforms a build built (a platform build: its own; the join: all it joined).
+EXPORTED_PLATFORMS = "LAYERCACHE_PLATFORMS"
+# The build graph's node that joins the platforms' images (starting/platforms.py).
+JOIN_NODE = "join"
 # The build's cache status when its images differ: the first of these any image has.
 _STATUS_PRECEDENCE = ("fallback", "export-failed", "clean")
 
@@ -146,7 +150,8 @@ def batch_outcome(
     """The batch's final facts once `member`'s part decides it; None while it can't.
 
     A member that did not succeed decides it alone; success needs every node's part to
-    be SUCCEEDED. The exports are every succeeded member's, merged in graph order.
+    be SUCCEEDED. The exports are every succeeded member's, merged in graph order (with
+    several platforms, the join's image and tags over the platforms' counts).
     """
     if member.status is not BuildStatus.SUCCEEDED:
         return batch.facts_of(member, member.status)
@@ -158,29 +163,31 @@ def batch_outcome(
     nodes = batch.identifiers or (batch.identifier,)
     if any(parts.get(node, {}).get("status") != BuildStatus.SUCCEEDED.value for node in nodes):
         return None
-    exported = merged_exports([parts[node].get("exported") or {} for node in nodes])
+    exports = {node: parts[node].get("exported") or {} for node in nodes}
+    join = exports.pop(JOIN_NODE, None)
+    exported = merged_exports(list(exports.values()), join)
     return replace(batch.facts_of(member, BuildStatus.SUCCEEDED), exported=exported, phases=())
 
 
-def merged_exports(members: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """One build's exported variables from its members': images in order, sums, totals."""
-    images: list[Any] = []
-    for exported in members:
-        try:
-            entries = json.loads(str(exported.get(EXPORTED_IMAGES) or "[]"))
-        except ValueError:
-            entries = []
-        images.extend(entries if isinstance(entries, list) else [])
+def merged_exports(
+    members: Sequence[Mapping[str, Any]], join: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """One build's exported variables from its members': images in order, sums, totals.
+
+    With a `join` (several platforms), the image, its tags and the moving tags are the
+    join's (the index), and each image's counts are summed over its platforms."""
+    images = _entries(members)
+    if join is not None:
+        images = _joined_entries(_entries([join]), images)
     cached = _total(members, EXPORTED_CACHED_STEPS)
     total = _total(members, EXPORTED_TOTAL_STEPS)
     hits = [str(m.get(EXPORTED_CACHE_REF_HIT) or "none") for m in members]
     statuses = {str(m.get(EXPORTED_CACHE_STATUS) or "") for m in members}
-    moving = next(
-        (str(m[EXPORTED_MOVING_TAGS]) for m in members if m.get(EXPORTED_MOVING_TAGS)), ""
-    )
+    named = [join] if join is not None else list(members)
+    moving = next((str(m[EXPORTED_MOVING_TAGS]) for m in named if m.get(EXPORTED_MOVING_TAGS)), "")
     return {
-        EXPORTED_IMAGE_DIGEST: "",
-        EXPORTED_IMAGE_TAGS: "",
+        EXPORTED_IMAGE_DIGEST: str((join or {}).get(EXPORTED_IMAGE_DIGEST) or ""),
+        EXPORTED_IMAGE_TAGS: str((join or {}).get(EXPORTED_IMAGE_TAGS) or ""),
         EXPORTED_MOVING_TAGS: moving,
         EXPORTED_CACHE_HIT_RATIO: f"{cached / total:.3f}" if total else "0.000",
         EXPORTED_CACHE_REF_HIT: next((hit for hit in hits if hit != "none"), "none"),
@@ -193,8 +200,61 @@ def merged_exports(members: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         EXPORTED_CACHE_STATUS: next(
             (name for name in _STATUS_PRECEDENCE if name in statuses), "warm" if cached else "cold"
         ),
-        EXPORTED_IMAGES: json.dumps(images, separators=(",", ":"), default=str),
+        EXPORTED_PLATFORMS: ",".join(
+            dict.fromkeys(
+                platform
+                for m in [*(m for m in [join] if m is not None), *members]
+                for platform in str(m.get(EXPORTED_PLATFORMS) or "").split(",")
+                if platform
+            )
+        ),
+        EXPORTED_IMAGES: json.dumps(images, separators=(",", ":"), default=str) if images else "",
     }
+
+
+def _entries(members: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    for exported in members:
+        try:
+            loaded = json.loads(str(exported.get(EXPORTED_IMAGES) or "[]"))
+        except ValueError:
+            loaded = []
+        entries.extend(
+            e for e in (loaded if isinstance(loaded, list) else []) if isinstance(e, dict)
+        )
+    return entries
+
+
+_SUMMED = ("cached_steps", "total_steps", "build_seconds", "push_seconds", "cache_export_seconds")
+
+
+def _joined_entries(
+    joined: Sequence[dict[str, Any]], per_platform: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each image as the join published it (the index), with its platforms' counts summed."""
+    result = []
+    for entry in joined:
+        parts = [p for p in per_platform if p.get("image") == entry.get("image")]
+        merged = dict(entry)
+        for name in _SUMMED:
+            values = [p[name] for p in parts if isinstance(p.get(name), int | float)]
+            if values:
+                merged[name] = sum(values)
+        cached, total = merged.get("cached_steps"), merged.get("total_steps")
+        if isinstance(cached, int | float) and isinstance(total, int | float) and total:
+            merged["cache_hit_ratio"] = round(cached / total, 3)
+        hits = [
+            p.get("cache_ref_hit") for p in parts if p.get("cache_ref_hit") not in (None, "none")
+        ]
+        if hits:
+            merged["cache_ref_hit"] = hits[0]
+        statuses = {str(p.get("cache_status") or "") for p in parts}
+        merged["cache_status"] = next(
+            (name for name in _STATUS_PRECEDENCE if name in statuses),
+            "warm" if merged.get("cached_steps") else "cold",
+        )
+        result.append(merged)
+    return result
 
 
 def _total(members: Sequence[Mapping[str, Any]], name: str) -> Decimal:

@@ -94,7 +94,7 @@ class BuildRecorder:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
         new_token: Callable[[], str] = lambda: uuid.uuid4().hex,
-        fan_out: bool = False,
+        batch_builds: bool = False,
     ) -> None:
         self.image = image
         self.store = store
@@ -105,8 +105,8 @@ class BuildRecorder:
         self.clock = clock
         self.sleep = sleep
         self.new_token = new_token
-        # With FanOut, IN_PROGRESS events are completed too: to tell a batch's builds.
-        self.fan_out = fan_out
+        # With batch builds, IN_PROGRESS events are completed too: to tell their builds.
+        self.batch_builds = batch_builds
 
     def complete(self, facts: BuildFacts) -> tuple[BuildFacts, str | None]:
         """Add BatchGetBuilds' times, phases and exported variables to the event's facts;
@@ -122,7 +122,7 @@ class BuildRecorder:
         """Record `event` and report it; `time_left` is the invocation's remaining time."""
         deadline = self.clock() + (time_left if time_left is not None else DEFAULT_TIME_LEFT)
         facts, batch_arn = event.facts(), None
-        if facts.status.is_final or self.fan_out:
+        if facts.status.is_final or self.batch_builds:
             facts, batch_arn = self.complete(facts)
         if batch_arn:
             batch = membership(self.codebuild, facts.build_id, facts.build_arn, batch_arn)

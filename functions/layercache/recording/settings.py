@@ -15,8 +15,8 @@ class RecorderSettings(GitHubApiSettings):
     build_notifications_topic_arn: str = ""
     source_type: str = "GITHUB"
     source_repository: str = ""
-    # FanOut: builds come in batches (one build per image), recorded as one (batch.py).
-    fan_out: bool = False
+    # FanOut or several platforms: builds come in batches, recorded as one (batch.py).
+    batch_builds: bool = False
     # The GitHub token is read again after this long, so a rotated token is picked up.
     github_token_max_age_seconds: int = Field(default=DEFAULT_MAX_AGE_SECONDS, ge=0)
 

@@ -11,8 +11,9 @@ For one request (messages of a branch arrive one at a time, see build_requests):
 4. stop the branch's running builds of older requests (lower sequence).
 A failed build's request may be built again (a new attempt); a superseded one never.
 
-With FanOut (`batches`), step 3 starts a batch build instead (starting/fan_out.py), with
-the same token and environment; finding, reading and stopping it use the batch calls.
+With FanOut or several platforms (`batches`), step 3 starts a batch build instead
+(starting/fan_out.py, starting/platforms.py), with the same token and environment;
+finding, reading and stopping it use the batch calls.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from layercache.build_records import (
     utc_now,
 )
 from layercache.build_requests import BuildRequestMessage
-from layercache.starting.fan_out import BatchLauncher, build_graph, plan_of
+from layercache.starting.fan_out import BatchLauncher, GraphNode, build_graph, plan_of
 from layercache.starting.ordering import Place, Placement, place_request
+from layercache.starting.platforms import platform_graph
 from layercache.starting.tips import BranchTips, NoBranchTips
 
 if TYPE_CHECKING:
@@ -102,6 +104,8 @@ class BuildStarter:
         clock: Callable[[], datetime] = utc_now,
         batches: BatchLauncher | None = None,
         default_branch: str = "",
+        platforms: tuple[str, ...] = (),
+        arm_image: str = "",
     ) -> None:
         self.project_name = project_name
         self.table = table
@@ -114,6 +118,8 @@ class BuildStarter:
         # Batches started while FanOut was on are read and stopped as batches regardless.
         self.batch_calls = batches or BatchLauncher(codebuild, project_name)
         self.default_branch = default_branch
+        self.platforms = platforms
+        self.arm_image = arm_image
 
     def handle(self, request: BuildRequestMessage) -> StartOutcome:
         placement, head = self.place(request)
@@ -266,17 +272,9 @@ class BuildStarter:
         self, request: BuildRequestMessage, claim: Claim, head: BranchHead | None
     ) -> dict[str, Any]:
         if self.batches is not None:
-            fallback = None
-            own_plan = head is not None and bool(head.bake_plan)
-            if not own_plan and self.default_branch not in ("", request.branch):
-                fallback = self.table.branch_head(request.image, self.default_branch)
-            plan = plan_of(head, fallback)
-            logger.info(
-                "Starting a batch build",
-                extra={"planned_images": [planned.image for planned in plan], **request.log_keys()},
-            )
+            nodes = self._graph(request, head)
             return self.batches.start(
-                build_graph(plan, self.batches.max_builds),
+                nodes,
                 source_version=request.source_version,
                 environment=build_environment(request, claim),
                 token=claim.request_id,
@@ -291,6 +289,24 @@ class BuildStarter:
             idempotencyToken=claim.request_id,
         )
         return dict(response["build"])
+
+    def _graph(self, request: BuildRequestMessage, head: BranchHead | None) -> list[GraphNode]:
+        """The batch's build graph: one build per platform and the join (several
+        platforms), else one build per image as the branch's plan has them (FanOut)."""
+        assert self.batches is not None
+        if len(self.platforms) > 1:
+            logger.info("Starting a batch build", extra={"platforms": list(self.platforms)})
+            return platform_graph(self.platforms, self.arm_image)
+        fallback = None
+        own_plan = head is not None and bool(head.bake_plan)
+        if not own_plan and self.default_branch not in ("", request.branch):
+            fallback = self.table.branch_head(request.image, self.default_branch)
+        plan = plan_of(head, fallback)
+        logger.info(
+            "Starting a batch build",
+            extra={"planned_images": [planned.image for planned in plan], **request.log_keys()},
+        )
+        return build_graph(plan, self.batches.max_builds)
 
     def _find_started(self, wanted: str) -> dict[str, Any] | None:
         """The project's build (or batch) started for attempt `wanted`, if one exists."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from layercache.settings import GitHubApiSettings
+from layercache.settings import GitHubApiSettings, split_csv
 
 
 class StarterSettings(GitHubApiSettings):
@@ -20,3 +20,12 @@ class StarterSettings(GitHubApiSettings):
     # FanOut: a Bake file's images in one batch build, one build per image (fan_out.py).
     fan_out: bool = False
     fan_out_max_builds: int = Field(default=20, ge=1, le=100)
+    # Several platforms: one native build per platform and a join, in one batch build.
+    platforms: tuple[str, ...] = ("linux/amd64",)
+    arm_build_image: str = "aws/codebuild/amazonlinux-aarch64-standard:3.0"
+
+    _split = field_validator("platforms", mode="before")(split_csv)
+
+    @property
+    def builds_in_batches(self) -> bool:
+        return self.fan_out or len(self.platforms) > 1

@@ -42,7 +42,7 @@ def make_build_starter(
     codebuild = codebuild or aws.client("codebuild")
     batches = (
         BatchLauncher(codebuild, settings.build_project_name, settings.fan_out_max_builds)
-        if settings.fan_out
+        if settings.builds_in_batches
         else None
     )
     return BuildStarter(
@@ -54,6 +54,8 @@ def make_build_starter(
         tips=tips or branch_tips(settings),
         batches=batches,
         default_branch=settings.default_branch,
+        platforms=settings.platforms,
+        arm_image=settings.arm_build_image,
     )
 
 

@@ -161,7 +161,7 @@ def fan_out(
         ecr.create_repository(repositoryName=repository(target))
     function_env(
         RECORDER,
-        FAN_OUT="true",
+        BATCH_BUILDS="true",
         GITHUB_TOKEN_SECRET_ARN=github_token_secret,
         GITHUB_API_URL=fake_github.url,
     )

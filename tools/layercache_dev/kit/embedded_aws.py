@@ -298,7 +298,7 @@ def _create_project(client: Callable[[str], Any], name: str, refs: Mapping[str, 
         },
         artifacts={"type": "NO_ARTIFACTS"},
         environment={
-            "type": environment["Type"],
+            "type": str(resolve(environment["Type"], dict(refs))),
             "image": str(resolve(environment["Image"], dict(refs))),
             "computeType": str(resolve(environment["ComputeType"], dict(refs))),
             "privilegedMode": bool(environment["PrivilegedMode"]),
