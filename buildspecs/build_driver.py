@@ -32,6 +32,11 @@ on the default branch (`moving_tags`), are not pushed here: the driver exports t
 after the build succeeded, with a conditional write on the branch's head, so an older
 build that finishes later can never move them back.
 
+With ``LAYERCACHE_BAKE_FILE`` set, the images of a Bake file are built instead
+(bake_build.py); in a build of a fan-out batch (a CodeBuild batch build), only this
+build's share of them (``LAYERCACHE_FANOUT_IMAGES``, ``LAYERCACHE_FANOUT_PLANNED``,
+``LAYERCACHE_FANOUT_NEWCOMERS``).
+
 The branch comes from ``LAYERCACHE_BRANCH`` (the triggers set it). A build started by
 hand (``aws codebuild start-build --source-version refs/heads/<branch>``) has none; the
 driver then reads it from ``CODEBUILD_SOURCE_VERSION`` (`branch_from_source_version`).
@@ -249,6 +254,46 @@ def is_branch_name(name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class BuildSecret:
+    """A build secret: its id in the Dockerfile and the variable that holds its value.
+
+    The value never leaves that variable: BuildKit is given the variable's name
+    (`--secret id=<id>,env=<variable>`), never the value, so it is in no argument, log
+    line, exported variable or layer (a `RUN --mount=type=secret` sees it as a file)."""
+
+    id: str
+    variable: str
+
+    def argument(self) -> str:
+        return f"id={self.id},env={self.variable}"
+
+
+#: The variables CodeBuild fills from Secrets Manager, one per BuildSecrets entry.
+SECRET_VARIABLE = "LAYERCACHE_SECRET_{}"  # noqa: S105 - a variable name
+SECRET_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def build_secrets(spec: str, env: Mapping[str, str]) -> tuple[BuildSecret, ...]:
+    """BuildSecrets (`id=<secret ARN>[:<json key>],...`) as the build's secrets: entry n's
+    value is in LAYERCACHE_SECRET_<n>, which CodeBuild resolved from Secrets Manager."""
+    ids = [entry.split("=", 1)[0].strip() for entry in spec.split(",") if entry.strip()]
+    secrets = tuple(
+        BuildSecret(secret_id, SECRET_VARIABLE.format(number))
+        for number, secret_id in enumerate(ids, start=1)
+    )
+    bad = [secret.id for secret in secrets if not SECRET_ID.fullmatch(secret.id)]
+    if bad:
+        raise SystemExit(f"layercache: build secret ids must be [A-Za-z0-9_.-]: {bad}")
+    unset = [f"{s.id} ({s.variable})" for s in secrets if not env.get(s.variable)]
+    if unset:
+        raise SystemExit(
+            f"layercache: build secrets without a value: {', '.join(unset)}; CodeBuild sets "
+            "them from Secrets Manager when the build starts (can the build role read them?)"
+        )
+    return secrets
+
+
+@dataclass(frozen=True)
 class BuildRequest:
     """Everything one build needs, read from the environment or the command line."""
 
@@ -269,6 +314,8 @@ class BuildRequest:
     immutable_tag_pattern: str = ""  # ECR's exclusion filter (wildcard `*`): never moved
     # The build tags to push, once `tags_to_write` looked (None: all of `tags()`).
     write_tags: tuple[str, ...] | None = None
+    # BuildKit secrets (`RUN --mount=type=secret,id=<id>`), each read from a variable.
+    secrets: tuple[BuildSecret, ...] = ()
 
     @property
     def cache_repo(self) -> str:
@@ -337,6 +384,8 @@ def buildx_command(
         args += ["--pull", "--build-arg", f"{REFRESH_ARG}={request.refresh_value()}"]
     for build_arg in request.build_args:
         args += ["--build-arg", build_arg]
+    for secret in request.secrets:
+        args += ["--secret", secret.argument()]
     args.append(request.context)
     return args
 
@@ -1223,6 +1272,7 @@ def request_from(args: argparse.Namespace, env: Mapping[str, str]) -> BuildReque
         buildkit_mirror=env.get("LAYERCACHE_BUILDKIT_MIRROR", "").strip().rstrip("/"),
         build_args=tuple(args.build_arg or ()),
         immutable_tag_pattern=env.get("LAYERCACHE_IMMUTABLE_TAG_PATTERN", "").strip(),
+        secrets=build_secrets(env.get("LAYERCACHE_BUILD_SECRETS", ""), env),
     )
     missing = [
         name
@@ -1273,6 +1323,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the targets or groups to build, comma-separated; default: the file's default "
         "group (env LAYERCACHE_BAKE_TARGETS)",
     )
+    parser.add_argument(
+        "--fanout-images",
+        help="a build of a fan-out batch: the Bake targets it builds, comma-separated "
+        "(env LAYERCACHE_FANOUT_IMAGES; unset: every image)",
+    )
+    parser.add_argument(
+        "--fanout-planned",
+        help="every image the batch was planned with, comma-separated "
+        "(env LAYERCACHE_FANOUT_PLANNED)",
+    )
+    parser.add_argument(
+        "--fanout-newcomers",
+        action="store_const",
+        const="true",
+        help="this build of the batch also builds the images the Bake file declares beyond "
+        "the plan (env LAYERCACHE_FANOUT_NEWCOMERS=true)",
+    )
     parser.add_argument("--export-file", help="write `export NAME=value` lines here")
     parser.add_argument("--report-file", help="write the detailed JSON report here")
     parser.add_argument("--no-login", action="store_true", help="skip the ECR login")
@@ -1312,6 +1379,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     started = time.monotonic()
     bake_files = args.bake_file or env.get("LAYERCACHE_BAKE_FILE", "")
     bake_targets = args.bake_targets or env.get("LAYERCACHE_BAKE_TARGETS", "")
+    fanout_values = (
+        args.fanout_images or env.get("LAYERCACHE_FANOUT_IMAGES", ""),
+        args.fanout_planned or env.get("LAYERCACHE_FANOUT_PLANNED", ""),
+        args.fanout_newcomers or env.get("LAYERCACHE_FANOUT_NEWCOMERS", ""),
+    )
     report: BuildReport | Any
     try:
         if not args.no_login:
@@ -1323,11 +1395,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 report = bake.build(
                     request,
                     bake.bake_files(bake_files),
-                    [name.strip() for name in bake_targets.split(",") if name.strip()],
+                    bake.csv_names(bake_targets),
                     docker=docker,
                     workdir=Path(tmp),
+                    fanout=bake.FanOut.from_values(*fanout_values),
                 )
             else:
+                if any(value.strip() for value in fanout_values):
+                    warn("LAYERCACHE_FANOUT_* is set without a Bake file: ignored, one image")
                 report = build(request, docker=docker, workdir=Path(tmp))
     except (BuildFailed, subprocess.CalledProcessError) as error:
         sys.stderr.write(f"layercache: build failed: {error}\n")
