@@ -133,6 +133,8 @@ EXPORTED_VARIABLES = (
     "LAYERCACHE_TOTAL_STEPS",
     "LAYERCACHE_CACHE_STATUS",
     "LAYERCACHE_IMAGES",  # with a Bake file: one JSON result per image (bake_build.py)
+    # The platforms built: a platform's build its own, the join all it joined (else empty).
+    "LAYERCACHE_PLATFORMS",
 )
 
 
@@ -316,13 +318,29 @@ class BuildRequest:
     write_tags: tuple[str, ...] | None = None
     # BuildKit secrets (`RUN --mount=type=secret,id=<id>`), each read from a variable.
     secrets: tuple[BuildSecret, ...] = ()
+    # One platform of several (a batch's platform build, see join_platforms.py): built for
+    # it alone, pushed under `<commit>-<arch>[-<part>]`, cached in `cache-<branch>-<arch>`,
+    # and no moving tag (the join's index takes them). Empty: the builder's own platform.
+    platform: str = ""
+    part: str = ""  # the attempt's key (LAYERCACHE_REQUEST_ID's first 8): a fresh tag each
+
+    @property
+    def arch(self) -> str:
+        """`linux/arm64` -> `arm64` (`linux/arm/v7` -> `arm-v7`); empty without a platform."""
+        return self.platform.partition("/")[2].replace("/", "-")
+
+    def platform_tag(self, platform: str) -> str:
+        """The tag this commit's `platform` image is pushed under for the join."""
+        arch = platform.partition("/")[2].replace("/", "-")
+        return f"{self.commit}-{arch}" + (f"-{self.part}" if self.part else "")
 
     @property
     def cache_repo(self) -> str:
         return self.cache_repository or self.repository
 
     def cache_ref(self, branch: str) -> str:
-        return f"{self.cache_repo}:{cache_tag(branch)}"
+        suffix = f"-{self.arch}" if self.platform else ""
+        return f"{self.cache_repo}:{cache_tag(branch)}{suffix}"
 
     def cache_from_refs(self) -> list[str]:
         """The branch's cache first, then the default branch's (a new branch starts warm)."""
@@ -334,6 +352,8 @@ class BuildRequest:
 
     def tags(self) -> list[str]:
         """The build tags of this commit on this branch (written once, never moved)."""
+        if self.platform:
+            return [self.platform_tag(self.platform)]
         return image_tags(self.branch, self.commit)
 
     def pushed_tags(self) -> list[str]:
@@ -342,6 +362,8 @@ class BuildRequest:
 
     def moving_tags(self) -> list[str]:
         """The tags the recorder moves to this build's image once it succeeded."""
+        if self.platform:
+            return []
         return moving_tags(self.branch, self.default_branch)
 
     def refresh_value(self) -> str:
@@ -362,6 +384,8 @@ def buildx_command(
     if builder:
         args += ["--builder", builder]
     args += ["--file", request.dockerfile]
+    if request.platform:
+        args += ["--platform", request.platform]
     pushed = request.pushed_tags()
     if pushed:
         args.append("--push")
@@ -799,6 +823,7 @@ class BuildReport:
     cache_status: str  # cold | warm | fallback | export-failed | clean
     warnings: list[str] = field(default_factory=list)
     moving_tags: list[str] = field(default_factory=list)  # for the recorder to move
+    platform: str = ""  # one platform of several, or empty
 
     @property
     def cache_ref_hit(self) -> str:
@@ -819,6 +844,7 @@ class BuildReport:
             "LAYERCACHE_TOTAL_STEPS": str(len(summary.steps)),
             "LAYERCACHE_CACHE_STATUS": self.cache_status,
             "LAYERCACHE_IMAGES": "",
+            "LAYERCACHE_PLATFORMS": self.platform,
         }
         assert tuple(values) == EXPORTED_VARIABLES
         return values
@@ -1217,7 +1243,13 @@ def report_of(
 ) -> BuildReport:
     summary = summary.in_asked_order(request.cache_from_refs())
     return BuildReport(
-        digest, request.pushed_tags(), summary, cache_status, warnings, request.moving_tags()
+        digest,
+        request.pushed_tags(),
+        summary,
+        cache_status,
+        warnings,
+        request.moving_tags(),
+        request.platform,
     )
 
 
@@ -1273,6 +1305,8 @@ def request_from(args: argparse.Namespace, env: Mapping[str, str]) -> BuildReque
         build_args=tuple(args.build_arg or ()),
         immutable_tag_pattern=env.get("LAYERCACHE_IMMUTABLE_TAG_PATTERN", "").strip(),
         secrets=build_secrets(env.get("LAYERCACHE_BUILD_SECRETS", ""), env),
+        platform=env.get("LAYERCACHE_PLATFORM", "").strip(),
+        part=env.get("LAYERCACHE_REQUEST_ID", "").strip()[:8],
     )
     missing = [
         name
@@ -1365,6 +1399,14 @@ def bake_module() -> Any:
     return bake_build
 
 
+def join_module() -> Any:
+    """join_platforms.py, beside this file (the join of a multi-platform batch)."""
+    bake_module()  # puts this directory on sys.path and names this module build_driver
+    import join_platforms
+
+    return join_platforms
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     args = parse_args(argv)
@@ -1390,7 +1432,23 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             for host in registry_hosts(request):
                 ecr_login(docker, host)
         with tempfile.TemporaryDirectory(prefix="layercache-") as tmp:
-            if bake_files.strip():
+            joined = env.get("LAYERCACHE_JOIN_PLATFORMS", "").strip()
+            if joined:
+                joining = join_module()
+                report = joining.join(
+                    request,
+                    joining.platforms_of(joined),
+                    docker=docker,
+                    bake=(
+                        (
+                            bake_module().bake_files(bake_files),
+                            bake_module().csv_names(bake_targets),
+                        )
+                        if bake_files.strip()
+                        else None
+                    ),
+                )
+            elif bake_files.strip():
                 bake = bake_module()
                 report = bake.build(
                     request,

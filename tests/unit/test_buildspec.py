@@ -20,7 +20,7 @@ from layercache.build_records import BuildMode
 from layercache_dev.kit.buildspec import buildspec_script
 from layercache_dev.kit.driver import DRIVER_PATH, build_driver
 from layercache_dev.kit.paths import BUILDSPEC, BUILDSPECS
-from layercache_dev.kit.template import resource
+from layercache_dev.kit.template import parameter_defaults, resolve, resource
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 slug = build_driver.branch_slug
@@ -81,7 +81,11 @@ def test_commit_falls_back_to_the_resolved_source_version() -> None:
 
 def test_template_wires_the_bundle_with_least_privilege() -> None:
     project = resource("ImageBuildProject")["Properties"]
-    env = {item["Name"]: item["Value"] for item in project["Environment"]["EnvironmentVariables"]}
+    env = {
+        item["Name"]: item["Value"]
+        for item in project["Environment"]["EnvironmentVariables"]
+        if "Name" in item  # not a build secret's slot (`!If`)
+    }
     assert env["LAYERCACHE_DRIVER_BUNDLE"] == {"Ref": "BuildDriverBundle"}
     assert env["LAYERCACHE_BUILDER"] == "docker-container"
     assert project["Environment"]["PrivilegedMode"] is True
@@ -536,26 +540,18 @@ echo fake-password
 
 
 def project_env() -> dict[str, str]:
-    """ImageBuildProject's environment as the template declares it, with stand-in values."""
-    stand_ins = {
+    """ImageBuildProject's environment as the template declares it, with stand-in values
+    (the template's own intrinsic functions evaluated, with no build secrets)."""
+    refs = {
+        **parameter_defaults(),
         "ImageRepository.RepositoryUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app",
-        "DockerfilePath": "Dockerfile",
-        "BuildContext": ".",
-        "DefaultBranch": "main",
+        "CacheRepository.RepositoryUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app-cache",
         "ImmutableTagPattern": "v*.*.*",
-        "BakeFile": "",  # one Dockerfile (the Bake file's builds: tests/docker)
-        "BakeTargets": "",
         "BuildDriverBundle": "arn:aws:lambda:eu-west-1:123456789012:layer:driver:1",
         "BuildKitMirrorRepository.RepositoryUri": "",  # the fake docker has no registry
     }
-    env = {}
-    for item in resource("ImageBuildProject")["Properties"]["Environment"]["EnvironmentVariables"]:
-        value = item["Value"]
-        if isinstance(value, dict):
-            (intrinsic,) = value.values()
-            value = stand_ins[".".join(intrinsic) if isinstance(intrinsic, list) else intrinsic]
-        env[item["Name"]] = value
-    return env
+    variables = resource("ImageBuildProject")["Properties"]["Environment"]["EnvironmentVariables"]
+    return {item["Name"]: str(item["Value"]) for item in resolve(variables, refs)}
 
 
 @pytest.fixture
@@ -602,7 +598,10 @@ def test_the_readmes_manual_build_succeeds(
     (build,) = [call for call in docker_calls(log) if call[:2] == ["buildx", "build"]]
     tags = [build[i + 1] for i, arg in enumerate(build) if arg == "--tag"]
     assert tags == [f"{repo}:{SHA}", f"{repo}:main-0123456"]
-    assert f"type=registry,ref={repo}:cache-main,mode=max" in " ".join(build)
+    # The cache in its own repository (the stack's CacheRepository), never the image's.
+    cache = env["LAYERCACHE_CACHE_REPOSITORY_URI"]
+    assert cache == f"{repo}-cache"
+    assert f"type=registry,ref={cache}:cache-main,mode=max" in " ".join(build)
     assert ["login", "--username", "AWS", "--password-stdin", repo.split("/")[0]] in docker_calls(
         log
     )

@@ -39,6 +39,7 @@ from layercache.recording.build import (
     EXPORTED_IMAGE_TAGS,
     EXPORTED_IMAGES,
     EXPORTED_MOVING_TAGS,
+    EXPORTED_PLATFORMS,
     EXPORTED_PUSH_SECONDS,
     BuildFacts,
     phases_from_batch_get,
@@ -52,8 +53,6 @@ EXPORTED_CACHED_STEPS = "LAYERCACHE_CACHED_STEPS"
 EXPORTED_TOTAL_STEPS = "LAYERCACHE_TOTAL_STEPS"
 EXPORTED_CACHE_EXPORT_SECONDS = "LAYERCACHE_CACHE_EXPORT_SECONDS"
 EXPORTED_CACHE_STATUS = "LAYERCACHE_CACHE_STATUS"
-# The platforms a build built (a platform build: its own; the join: all it joined).
-EXPORTED_PLATFORMS = "LAYERCACHE_PLATFORMS"
 # The build graph's node that joins the platforms' images (starting/platforms.py).
 JOIN_NODE = "join"
 # The build's cache status when its images differ: the first of these any image has.

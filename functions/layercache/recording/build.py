@@ -33,6 +33,8 @@ EXPORTED_PUSH_SECONDS = "LAYERCACHE_PUSH_SECONDS"
 # With a Bake file: one JSON object per image (buildspecs/bake_build.py, ImageResult); the
 # variables above then hold the build's totals and no digest or build tags.
 EXPORTED_IMAGES = "LAYERCACHE_IMAGES"
+# With several platforms: the platforms the build joined into one index (or built).
+EXPORTED_PLATFORMS = "LAYERCACHE_PLATFORMS"
 
 # An OCI content digest (`algorithm:hex`).
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
@@ -111,6 +113,7 @@ class BuildOutputs:
     push_seconds: Decimal | None = None
     # With a Bake file: one result per image, in the order they were built; else empty.
     images: tuple[ImageOutput, ...] = ()
+    platforms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,7 @@ def parse_outputs(exported: Mapping[str, str]) -> BuildOutputs:
         build_seconds=_seconds(_decimal(exported.get(EXPORTED_BUILD_SECONDS))),
         push_seconds=_seconds(_decimal(exported.get(EXPORTED_PUSH_SECONDS))),
         images=parse_images(exported.get(EXPORTED_IMAGES, "")),
+        platforms=_tags(exported.get(EXPORTED_PLATFORMS, "")),
     )
 
 

@@ -153,6 +153,7 @@ def progress_fields(facts: BuildFacts, now: datetime) -> dict[str, Any]:
             "push_seconds": outputs.push_seconds,
             # With a Bake file, one entry per image (the attributes above are the totals).
             "images": [image.as_item() for image in outputs.images] or None,
+            "platforms": list(outputs.platforms) or None,
         }
     )
     return {name: value for name, value in fields.items() if value is not None}
