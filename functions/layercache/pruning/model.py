@@ -36,6 +36,14 @@ ATTESTATION_MANIFEST = "attestation-manifest"
 CACHE_TAG_PREFIX = "cache-"
 FULL_SHA = re.compile(r"[0-9a-f]{40}")
 BUILD_TAG = re.compile(r"(?P<slug>.+)-(?P<short>[0-9a-f]{7})")
+# The tags of a multi-platform build's parts (build_driver.BuildRequest.platform_tag and
+# join_platforms.index_tags): a platform's image `<commit>-<arch>[-<attempt>]`, and the
+# index of a rebuilt commit `<commit>-index[-<attempt>]`. They name what the join and the
+# build records need, never what a user deploys: an image is kept or deleted with the
+# index that holds it, or by its branch's moving tag.
+PART_TAG = re.compile(
+    r"[0-9a-f]{40}(?:[0-9a-f]{24})?-(?:amd64|arm64|arm-v[5-8]|index)(?:-[0-9a-f]{8})?"
+)
 
 
 # >>> branch slug: written in buildspecs/build_driver.py and copied as it is into

@@ -30,6 +30,7 @@ from layercache.pruning.model import (
     BUILD_TAG,
     CACHE_TAG_PREFIX,
     FULL_SHA,
+    PART_TAG,
     Image,
     cosign_subject,
     short_digest,
@@ -55,6 +56,7 @@ class Reason(StrEnum):
     DANGLING_REFERRER = "referrer-without-subject"
     OLDER_BUILD = "older-build-of-branch"
     UNTAGGED = "untagged"
+    PLATFORM_PART = "platform-part"
     UNKNOWN_EXPIRED = "unknown-tags-expired"
 
 
@@ -317,7 +319,7 @@ def _unknown_tags(image: Image, known: set[str]) -> list[str]:
         build = BUILD_TAG.fullmatch(tag)
         if build and build["slug"] in builds:
             continue
-        if cosign_subject(tag) is not None:
+        if cosign_subject(tag) is not None or PART_TAG.fullmatch(tag):
             continue
         unknown.append(tag)
     return unknown
@@ -437,6 +439,12 @@ def _delete_reason(
         )
     if not image.tags:
         return Why(Reason.UNTAGGED, f"untagged, no kept index references it, {older}")
+    if all(PART_TAG.fullmatch(tag) for tag in image.tags):
+        return Why(
+            Reason.PLATFORM_PART,
+            f"only a multi-platform build's part tags ({', '.join(image.tags)}), "
+            f"no kept index references it, {older}",
+        )
     return Why(
         Reason.UNKNOWN_EXPIRED,
         f"tags {', '.join(image.tags)} follow no known convention, older than "

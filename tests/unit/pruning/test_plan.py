@@ -531,3 +531,52 @@ def test_cosign_tag_scheme_signatures_follow_their_image() -> None:
     plan = plan_of([*kept.images, *deleted.images, kept_sig, deleted_sig], keep_per_branch=1)
     assert reasons(plan, kept_sig) == {Reason.REFERRER_OF_KEPT}
     assert reasons(plan, deleted_sig) == {Reason.REFERRER_OF_DELETED}
+
+
+# ---------------------------------------------------------------------- several platforms
+def platform_build(name: str, days: float = OLD, *, moving: bool = False) -> tuple[Image, ...]:
+    """A two-platform build: each platform's image under its part tag, then the join's
+    index under the build tags (and the moving tag when it is the branch's current one)."""
+    sha = commit(name)
+    parts = tuple(
+        Image(digest(f"{name}/{arch}"), ago(days), tags=(f"{sha}-{arch}-1a2b3c4d",))
+        for arch in ("amd64", "arm64")
+    )
+    tags = (sha, f"main-{sha[:7]}", *(("main",) if moving else ()))
+    index = Image(
+        digest(name),
+        ago(days),
+        tags=tags,
+        media_type=OCI_INDEX,
+        children=tuple(
+            ChildRef(part.digest, ChildRole.PLATFORM, f"linux/{arch}")
+            for part, arch in zip(parts, ("amd64", "arm64"), strict=True)
+        ),
+    )
+    return (index, *parts)
+
+
+def test_platform_parts_live_and_go_with_the_index_that_joins_them() -> None:
+    builds = [platform_build(f"p{n}", days=OLD + 10 - n, moving=n == 9) for n in range(10)]
+
+    plan = plan_of([image for b in builds for image in b], keep_per_branch=3)
+
+    for kept in builds[-3:]:
+        assert reasons(plan, kept[1]) == {Reason.CHILD_OF_KEPT}  # not "unknown tags"
+        assert reasons(plan, kept[2]) == {Reason.CHILD_OF_KEPT}
+    for old in builds[:-3]:
+        assert reasons(plan, old[0]) == {Reason.OLDER_BUILD}
+        assert reasons(plan, old[1]) == {Reason.CHILD_OF_DELETED}
+
+
+def test_a_platform_image_never_joined_goes_after_keep_days() -> None:
+    """Its batch failed before the join (another platform failed): nothing references it."""
+    index, amd, arm = platform_build("failed")
+    young = Image(digest("young/arm64"), ago(1), tags=(f"{commit('young')}-arm64-00aa11bb",))
+
+    plan = plan_of([amd, arm, young], keep_days=7)
+
+    assert reasons(plan, amd) == {Reason.PLATFORM_PART}
+    assert reasons(plan, young) == {Reason.YOUNG}
+    assert not plan.decision(amd.digest).keep
+    assert index.digest not in {d.image.digest for d in plan.kept}
