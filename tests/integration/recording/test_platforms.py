@@ -107,7 +107,7 @@ def platforms(
 
 
 def item_of(table: BuildsTable, batch_id: str) -> dict[str, Any]:
-    item = item_of(table, batch_id)
+    item = table.get(build_pk(batch_id))
     assert item is not None
     return item
 
