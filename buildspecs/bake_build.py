@@ -36,10 +36,34 @@ of the sample monorepo). Built one at a time, every image finds all its steps. B
 that outgrow one host spread over several (FanOut), not over one BuildKit.
 
 An image counts its own steps: a dependent solves its base again (from the builder's
-local cache), so the steps of an image built earlier in this build are left out of
-the later ones' counts. They come back under other vertex digests (the base's context
-is named differently there), so they are recognised by their shape (`vertex_shapes`:
-the name without the target, and the shapes of the inputs).
+local cache), so the steps of the images it is built on are left out of its count.
+They come back under other vertex digests (the base's context is named differently
+there), so they are recognised by their shape (`vertex_shapes`: the name without the
+target, and the shapes of the inputs), or by their digest where it is the same (a step
+that reads no build context). Only a base's steps are left out: two images that happen
+to have a step of the same shape (the same instruction on the same base image, each
+from its own context) both count it. A dependent's own step of the very shape of one
+of its base's steps (the same instruction over the same steps, from its own context)
+would be counted as the base's; the vertex names BuildKit reports tell no more.
+
+An image reads its own cache refs first, then those of the images it is built on
+(`BakeImage.cache_from_refs`): where a base was built on another host (a fan-out), its
+new steps are in its own repository's cache, not in the dependent's nor in the
+builder. On one host this costs a manifest read per base and finds nothing the builder
+does not hold.
+
+Fan-out (a CodeBuild batch build, one build per image group, `depend-on` following the
+Bake file's dependencies): a build of the batch builds only its share (`FanOut`, read
+from LAYERCACHE_FANOUT_IMAGES, LAYERCACHE_FANOUT_PLANNED, LAYERCACHE_FANOUT_NEWCOMERS;
+`fanout_share`), in build order; the build marked for newcomers also builds every image
+the file declares beyond the plan (every image, when nothing was planned); an image of
+the share the file no longer declares is skipped with a log line, and a build left with
+no image succeeds with LAYERCACHE_IMAGES ``[]``. Its bases were built, and their caches
+exported, by the builds it depends on, so its cache refs find their steps. To count
+its images' steps as one host counts them, it then solves each base it does not build
+itself from the base's cache with no output (`learn_steps`: `type=cacheonly`, no step
+runs and no layer moves, a fraction of a second here; after its images, never before),
+and leaves those steps out.
 """
 
 from __future__ import annotations
@@ -51,7 +75,7 @@ import subprocess
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +88,8 @@ REPOSITORY_COMPONENT = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 TARGET_VERTEX = re.compile(
     r"^\[(?P<target>[^\]\s]+)(?: (?P<rest>[^\]]*))?\] (?P<text>.*)$", re.DOTALL
 )
+# The bracket a vertex's name starts with: "[api stage-1 2/4] ", "[internal] ".
+BRACKETS = re.compile(r"^\[[^\]]*\] ")
 CACHE_EXPORT_MODE = "mode=max,image-manifest=true,oci-mediatypes=true"
 #: How many registries lookups (write-once tag checks) run at once.
 TAG_CHECK_THREADS = 8
@@ -84,6 +110,25 @@ class BakeImage:
     request: driver.BuildRequest  # its repository, cache refs, tags; the build's branch
     built_on: tuple[str, ...] = ()  # the published images it is built on
     depth: int = 0  # 0: built on no published image; else 1 + the deepest of built_on
+    base_cache_refs: tuple[str, ...] = ()  # the cache refs of the images it is built on
+
+    def cache_from_refs(self) -> list[str]:
+        """The cache refs it reads: its branch's and its default branch's, then each base's
+        branch and default-branch refs, in the order of `built_on`, each ref once.
+
+        On a host of its own (a fan-out) a dependent's builder holds nothing, and its
+        base's new steps were exported to the base's repository only; its own cache holds
+        at most the base's older steps (mode=max keeps every step of a build, the base's
+        included, so the nearest published base's cache holds the steps below it too)."""
+        return merged_refs(self.request.cache_from_refs(), self.base_cache_refs)
+
+
+def merged_refs(*groups: Iterable[str]) -> list[str]:
+    """The refs of every group, in order, each once."""
+    refs: list[str] = []
+    for group in groups:
+        refs += [ref for ref in group if ref not in refs]
+    return refs
 
 
 def repository_component(target: str) -> str:
@@ -177,23 +222,31 @@ def plan_images(definition: Mapping[str, Any], base: driver.BuildRequest) -> lis
         return depths[target]
 
     cache_prefix = base.cache_repository.rstrip("/")
-    return build_order(
-        [
+    requests = {
+        target: replace(
+            base,
+            repository=f"{base.repository}/{repository_component(target)}",
+            cache_repository=(
+                f"{cache_prefix}/{repository_component(target)}" if cache_prefix else ""
+            ),
+        )
+        for target in published
+    }
+    images = []
+    for target in published:
+        built_on = tuple(name for name in published if name in bases[target])
+        images.append(
             BakeImage(
                 target=target,
-                request=replace(
-                    base,
-                    repository=f"{base.repository}/{repository_component(target)}",
-                    cache_repository=(
-                        f"{cache_prefix}/{repository_component(target)}" if cache_prefix else ""
-                    ),
-                ),
-                built_on=tuple(name for name in published if name in bases[target]),
+                request=requests[target],
+                built_on=built_on,
                 depth=depth_of(target),
+                base_cache_refs=tuple(
+                    merged_refs(*(requests[name].cache_from_refs() for name in built_on))
+                ),
             )
-            for target in published
-        ]
-    )
+        )
+    return build_order(images)
 
 
 def build_order(images: Iterable[BakeImage]) -> list[BakeImage]:
@@ -201,11 +254,75 @@ def build_order(images: Iterable[BakeImage]) -> list[BakeImage]:
     return sorted(images, key=lambda image: image.depth)
 
 
+# ---------------------------------------------------------------- fan-out: one build of a batch
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """What one build of a fan-out batch builds (the starter sets LAYERCACHE_FANOUT_*)."""
+
+    share: tuple[str, ...]  # the Bake targets this build builds (LAYERCACHE_FANOUT_IMAGES)
+    planned: tuple[str, ...]  # every image the batch was planned with (..._PLANNED)
+    newcomers: bool  # also every image the file declares beyond the plan (..._NEWCOMERS)
+
+    @classmethod
+    def from_values(cls, share: str, planned: str, newcomers: str) -> FanOut | None:
+        """The variables' values read; None when this is no build of a batch (no share
+        and not the newcomers' build): it builds every image, as a single build does."""
+        flag = newcomers.strip().lower()
+        if flag not in ("", "true", "false"):
+            raise driver.BuildFailed(
+                f"LAYERCACHE_FANOUT_NEWCOMERS is {newcomers!r}: it is true, false or unset"
+            )
+        names = tuple(csv_names(share))
+        if not names and flag != "true":
+            return None
+        return cls(names, tuple(csv_names(planned)), flag == "true")
+
+
+def fanout_share(
+    images: Sequence[BakeImage], share: Collection[str], planned: Collection[str], newcomers: bool
+) -> list[BakeImage]:
+    """The images one build of a batch builds, in build order: those of its `share` that
+    the file still declares and, on the newcomers' build, every image the file declares
+    that is not `planned` (every image when nothing was planned: the first batch).
+
+    Over the builds of a batch whose shares split `planned` and one newcomers' build,
+    every image the file declares is built exactly once."""
+    return [
+        image
+        for image in images
+        if image.target in share or (newcomers and image.target not in planned)
+    ]
+
+
+def fanout_skipped(images: Sequence[BakeImage], share: Iterable[str]) -> list[str]:
+    """The images of a share that the file no longer declares (or the request no longer
+    names): skipped with a log line, not an error."""
+    declared = {image.target for image in images}
+    return [name for name in share if name not in declared]
+
+
+def bases_built_elsewhere(
+    images: Sequence[BakeImage], built: Sequence[BakeImage]
+) -> list[BakeImage]:
+    """The images that those `built` here are built on and that are not built here (another
+    build of the batch built them), in build order."""
+    here = {image.target for image in built}
+    needed = {name for image in built for name in image.built_on} - here
+    return [image for image in images if image.target in needed]
+
+
 # ---------------------------------------------------------------- bake's command line
 
 
-def bake_files(text: str) -> list[str]:
+def csv_names(text: str) -> list[str]:
+    """The names of a comma-separated list, blanks left out."""
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def bake_files(text: str) -> list[str]:
+    return csv_names(text)
 
 
 def read_definition(
@@ -247,7 +364,7 @@ def target_override(
             else f"type=image,name={request.repository},push-by-digest=true,push=true"
         ],
         "cache-from": (
-            [f"type=registry,ref={ref}" for ref in request.cache_from_refs()] if use_cache else []
+            [f"type=registry,ref={ref}" for ref in image.cache_from_refs()] if use_cache else []
         ),
         "cache-to": (
             [f"type=registry,ref={request.cache_ref(request.branch)},{CACHE_EXPORT_MODE}"]
@@ -263,6 +380,10 @@ def target_override(
         override["args"] = args
     if no_cache:
         override["no-cache"] = True
+    if request.secrets:
+        override["secret"] = [secret.argument() for secret in request.secrets]
+    if request.platform:
+        override["platform"] = [request.platform]
     return override
 
 
@@ -299,7 +420,11 @@ def target_of(vertex: driver.Vertex, targets: Collection[str]) -> tuple[str, str
 def vertex_shapes(vertices: Sequence[driver.Vertex], targets: Collection[str]) -> dict[str, str]:
     """Each vertex's shape: a digest of its name without the target and of its inputs'
     shapes. The same step built again from another solve (another vertex digest) has the
-    same shape; a step of another Dockerfile that merely reads the same has other inputs."""
+    same shape; a step of another Dockerfile that merely reads the same has other inputs.
+
+    A source (a vertex without inputs: `FROM <image>@<digest>`, `load build context`) is
+    shaped by its text alone: when a base and an image built on it start from the same
+    image, that is one vertex of the solve, reported under either's name and stage."""
     by_digest = {vertex.digest: vertex for vertex in vertices}
     shapes: dict[str, str] = {}
 
@@ -309,7 +434,8 @@ def vertex_shapes(vertices: Sequence[driver.Vertex], targets: Collection[str]) -
         vertex = by_digest.get(digest)
         if vertex is None or digest in path:  # not reported (or a cycle): its own digest
             return digest
-        parts = [target_of(vertex, targets)[1]]
+        name = target_of(vertex, targets)[1]
+        parts = [name if vertex.inputs else BRACKETS.sub("", name)]
         parts += sorted(shape(name, path | {digest}) for name in vertex.inputs)
         shapes[digest] = hashlib.sha256("\0".join(parts).encode()).hexdigest()
         return shapes[digest]
@@ -320,21 +446,28 @@ def vertex_shapes(vertices: Sequence[driver.Vertex], targets: Collection[str]) -
 
 
 def own_vertices(
-    vertices: Sequence[driver.Vertex], targets: Collection[str], built_before: set[str]
+    vertices: Sequence[driver.Vertex], targets: Collection[str], bases: set[str]
 ) -> list[driver.Vertex]:
     """One image's vertices, named as `docker buildx build` names them, without the steps
-    of a shape an earlier image of this build built; adds this image's step shapes to
-    `built_before`. `targets`: every target of the Bake file."""
+    of the images it is built on; adds this image's steps to `bases`.
+
+    `bases`: the steps (shapes and vertex digests) of the images it is built on, as their
+    own solves reported them; `targets`: every target of the Bake file. A step is its
+    base's if its shape is one of theirs, or its digest (an op that reads no build
+    context has the same digest in every solve: a step a base and its image share)."""
     shapes = vertex_shapes(vertices, targets)
     named = [replace(vertex, name=target_of(vertex, targets)[1]) for vertex in vertices]
     own = [
         vertex
         for vertex in named
-        if not (vertex.is_step and shapes.get(vertex.digest, vertex.digest) in built_before)
+        if not (
+            vertex.is_step
+            and (shapes.get(vertex.digest, vertex.digest) in bases or vertex.digest in bases)
+        )
     ]
-    built_before.update(
-        shapes.get(vertex.digest, vertex.digest) for vertex in named if vertex.is_step
-    )
+    for vertex in named:
+        if vertex.is_step:
+            bases.update((shapes.get(vertex.digest, vertex.digest), vertex.digest))
     return own
 
 
@@ -349,6 +482,7 @@ class ImageResult:
     digest: str
     summary: driver.ProgressSummary
     cache_status: str
+    seconds: float = 0.0  # its whole build as the driver timed it (every attempt)
 
     def as_json(self) -> dict[str, Any]:
         request, summary = self.image.request, self.summary
@@ -378,6 +512,9 @@ class BakeReport:
     seconds: float
     warnings: list[str]
     moving_tags: list[str]
+    fanout: FanOut | None = None  # a build of a batch: its share
+    skipped: list[str] = field(default_factory=list)  # of the share, no longer declared
+    platform: str = ""  # one platform of several (a batch's platform build), or empty
 
     def variables(self) -> dict[str, str]:
         cached = sum(result.summary.cached_steps for result in self.results)
@@ -405,6 +542,7 @@ class BakeReport:
             "LAYERCACHE_IMAGES": json.dumps(
                 [result.as_json() for result in self.results], separators=(",", ":")
             ),
+            "LAYERCACHE_PLATFORMS": self.platform,
         }
         assert tuple(values) == driver.EXPORTED_VARIABLES
         return values
@@ -414,9 +552,19 @@ class BakeReport:
         return {
             "variables": self.variables(),
             "warnings": self.warnings,
+            "fanout": None
+            if self.fanout is None
+            else {
+                "images": list(self.fanout.share),
+                "planned": list(self.fanout.planned),
+                "newcomers": self.fanout.newcomers,
+                "built": [result.image.target for result in self.results],
+                "skipped": self.skipped,
+            },
             "images": {
                 result.image.target: {
                     **result.as_json(),
+                    "wall_seconds": round(result.seconds, 3),
                     "imported_refs": result.summary.imported_refs,
                     "steps": [
                         {"name": step.name, "cached": step.cached} for step in result.summary.steps
@@ -436,18 +584,27 @@ def with_write_once_tags(docker: str, images: Sequence[BakeImage]) -> list[BakeI
     ]
 
 
+@dataclass(frozen=True)
+class BuiltImage:
+    """One image built and pushed, before its steps are counted (`counted`)."""
+
+    image: BakeImage
+    digest: str
+    policy: driver.PolicyResult  # the attempt that named it, the one whose steps built it
+    seconds: float  # its whole build as the driver timed it (every attempt)
+
+
 def build_image(
     image: BakeImage,
     run: Callable[[BakeImage, bool, bool, bool], driver.Attempt],
     *,
     known: Collection[str],
-    built_before: set[str],
     warnings: list[str],
-) -> ImageResult:
+) -> BuiltImage:
     """Build one image with bake, under the driver's failure policy.
 
-    `known`: every target of the Bake file; `built_before`: the shapes of the steps
-    earlier images built (updated here)."""
+    `known`: every target of the Bake file."""
+    started = time.monotonic()
     request = image.request
 
     def attempt(use_cache: bool, export_cache: bool, no_cache: bool) -> driver.Attempt:
@@ -466,10 +623,62 @@ def build_image(
     digest = str(metadata.get("containerimage.digest", ""))
     if not digest:
         raise driver.BuildFailed(f"bake reported no image digest for the target {image.target}")
-    summary = driver.summarize(own_vertices(result.built.vertices, known, built_before))
-    summary = summary.in_asked_order(request.cache_from_refs())
-    status = result.cache_status or driver.cold_or_warm(request, summary)
-    return ImageResult(image, digest, summary, status)
+    return BuiltImage(image, digest, result, time.monotonic() - started)
+
+
+def counted(built: BuiltImage, known: Collection[str], steps: set[str]) -> ImageResult:
+    """The image's result, its own steps counted: `steps` are those of the images it is
+    built on (`own_vertices`); its own are added to them here."""
+    image, policy = built.image, built.policy
+    summary = driver.summarize(own_vertices(policy.built.vertices, known, steps))
+    summary = summary.in_asked_order(image.cache_from_refs())
+    status = policy.cache_status or driver.cold_or_warm(image.request, summary)
+    return ImageResult(image, built.digest, summary, status, built.seconds)
+
+
+def learning_override(image: BakeImage) -> dict[str, Any]:
+    """The override that solves `image` from its cache refs and outputs nothing: no image,
+    no cache export (`type=cacheonly`); as its own build would, refresh date included."""
+    override = target_override(image, use_cache=True, export_cache=False, no_cache=False)
+    return {**override, "tags": [], "output": ["type=cacheonly"]}
+
+
+def learn_steps(
+    image: BakeImage,
+    run: Callable[[str, Mapping[str, Any]], driver.Attempt],
+    *,
+    known: Collection[str],
+    warnings: list[str],
+) -> set[str]:
+    """The steps (`own_vertices`) of `image`, a base another build of the batch built,
+    learnt by solving it from its cache with no output, so that the images built on it
+    here count their own steps only, as on one host.
+
+    Its steps come from the cache its build exported: no step runs and no layer moves.
+    It runs after the images built on it, so it cannot change what their builds read or
+    export: solved before them on the same builder, it made their mode=max cache exports
+    leave out their compile stage's layers every time on the rig's BuildKit (0.13), which
+    BuildKit otherwise does only now and then (moby/buildkit#6893). If it cannot be
+    solved, the images built on it count its steps as theirs (a warning says so, and no
+    step is returned); the build goes on."""
+    driver.info(f"learning the steps of {image.target} (built by another build) from its cache")
+    attempt = run(image.target, learning_override(image))
+    if not attempt.ok:
+        warnings.append(
+            f"could not solve {image.target} from its cache "
+            f"({driver.failure_reason(attempt.summary, attempt.returncode)}): the images "
+            f"built on it count its steps as their own"
+        )
+        driver.warn(warnings[-1])
+        return set()
+    solved = [vertex for vertex in attempt.vertices if vertex.is_step]
+    driver.info(
+        f"{image.target}: {len(solved)} step(s), "
+        f"{sum(1 for step in solved if step.cached)} from its cache"
+    )
+    steps: set[str] = set()
+    own_vertices(list(attempt.vertices), known, steps)
+    return steps
 
 
 def build(
@@ -479,25 +688,43 @@ def build(
     *,
     docker: str = "docker",
     workdir: Path,
+    fanout: FanOut | None = None,
 ) -> BakeReport:
-    """Build and push every image of the Bake file; raise BuildFailed if any fails."""
+    """Build and push every image of the Bake file, or of `fanout`'s share; raise
+    BuildFailed if any fails."""
     started = time.monotonic()
     driver.check_buildx(docker)
     driver.check_moving_tags(base)
     definition = read_definition(docker, files, targets)
-    images = plan_images(definition, base)
+    declared = plan_images(definition, base)
     known = list(definition.get("target") or {})
     driver.info(
         "images: "
         + ", ".join(
             image.target + (f" (on {', '.join(image.built_on)})" if image.built_on else "")
-            for image in images
+            for image in declared
         )
     )
+    images, skipped = declared, []
+    if fanout is not None:
+        images = fanout_share(declared, fanout.share, fanout.planned, fanout.newcomers)
+        skipped = fanout_skipped(declared, fanout.share)
+        log_share(images, fanout, skipped)
+    if not images:
+        return BakeReport(
+            [], time.monotonic() - started, [], base.moving_tags(), fanout, skipped, base.platform
+        )
     images = with_write_once_tags(docker, images)
     builder = driver.ensure_builder(docker, base.builder, base.buildkit_image, base.buildkit_mirror)
     metadata_file = workdir / "bake-metadata.json"
     override_file = workdir / "layercache-override.json"
+
+    def run_target(target: str, override: Mapping[str, Any]) -> driver.Attempt:
+        override_file.write_text(json.dumps({"target": {target: override}}, indent=2))
+        args = bake_command(
+            files, override_file, [target], builder=builder, metadata_file=metadata_file
+        )
+        return driver.run_attempt(docker, args, metadata_file)
 
     def run(
         image: BakeImage, use_cache: bool, export_cache: bool, no_cache: bool
@@ -505,18 +732,42 @@ def build(
         override = target_override(
             image, use_cache=use_cache, export_cache=export_cache, no_cache=no_cache
         )
-        override_file.write_text(json.dumps({"target": {image.target: override}}, indent=2))
-        args = bake_command(
-            files, override_file, [image.target], builder=builder, metadata_file=metadata_file
-        )
-        return driver.run_attempt(docker, args, metadata_file)
+        return run_target(image.target, override)
 
     warnings: list[str] = []
-    built_before: set[str] = set()
-    results: list[ImageResult] = []
+    built: list[BuiltImage] = []
     for number, image in enumerate(images, start=1):
         driver.info(f"image {number}/{len(images)}: {image.target} -> {image.request.repository}")
-        results.append(
-            build_image(image, run, known=known, built_before=built_before, warnings=warnings)
-        )
-    return BakeReport(results, time.monotonic() - started, warnings, base.moving_tags())
+        built.append(build_image(image, run, known=known, warnings=warnings))
+    # Only now, once every image and its cache are out: see learn_steps.
+    steps_of = {  # each image's steps, its bases' included
+        elsewhere.target: learn_steps(elsewhere, run_target, known=known, warnings=warnings)
+        for elsewhere in bases_built_elsewhere(declared, images)
+    }
+    results: list[ImageResult] = []
+    for done in built:
+        steps = set().union(*(steps_of.get(name, set()) for name in done.image.built_on))
+        results.append(counted(done, known, steps))
+        steps_of[done.image.target] = steps
+        steps_of[image.target] = steps
+    return BakeReport(
+        results,
+        time.monotonic() - started,
+        warnings,
+        base.moving_tags(),
+        fanout,
+        skipped,
+        base.platform,
+    )
+
+
+def log_share(images: Sequence[BakeImage], fanout: FanOut, skipped: Sequence[str]) -> None:
+    """What this build of the batch builds, and what of its share it skips."""
+    newcomers = [image.target for image in images if image.target not in fanout.share]
+    driver.info(
+        "fan-out: this build of the batch builds "
+        + (", ".join(image.target for image in images) or "no image")
+        + (f" (not in the plan, so built here: {', '.join(newcomers)})" if newcomers else "")
+    )
+    for name in skipped:
+        driver.info(f"fan-out: {name} is in this build's share but not in the Bake file: skipped")

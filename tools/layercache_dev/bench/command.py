@@ -1,12 +1,14 @@
 """`layercache-dev bench`: build strategies side by side, and the pipeline's own overhead.
 
     .venv/bin/layercache-dev bench                  # the full run (about half an hour here)
-    .venv/bin/layercache-dev bench --quick          # tiny sizes, one run: a minute or two
+    .venv/bin/layercache-dev bench --quick          # tiny sizes, one run: a few minutes
     .venv/bin/layercache-dev bench --rate 20 --size-mb 500 --runs 5 --out /tmp/bench
+    .venv/bin/layercache-dev bench --no-builds --no-overhead --provisioning-seconds 60
 
 It starts the rig (bench uses the standalone BuildKit as CodeBuild does, and the engine's
 own builder for the seed's approach), puts a throttling proxy in front of its registry,
-measures every strategy in every scenario (bench.builds), then the functions' import
+measures every strategy in every scenario (bench.builds), then one host against a
+fan-out batch for a Bake file of eight images (bench.fanout), then the functions' import
 times, the webhook handler's latency and the pruner's plan (bench.overhead), and writes
 results.md, results.json and builds.png to --out (bench/results by default).
 """
@@ -42,6 +44,7 @@ from layercache_cli.arguments import add_command_parser
 from layercache_dev.bench import overhead as bench_overhead
 from layercache_dev.bench.builds import STRATEGIES, BuildBench, builder_cached_seconds
 from layercache_dev.bench.chart import builds_figure, figure_png
+from layercache_dev.bench.fanout import DEFAULT_PROVISIONING_SECONDS, run_comparison
 from layercache_dev.bench.report import (
     Results,
     check_targets,
@@ -69,14 +72,19 @@ class Options:
     webhook_iterations: int = 500
     prune_images: int = 10_000
     import_runs: int = 10
+    fanout_work_seconds: float = 50.0  # the fan-out workload's cold work, all images
+    fanout_size_mb: float = 100.0
+    fanout_images: int = 8
+    provisioning_seconds: float = DEFAULT_PROVISIONING_SECONDS
     builds: bool = True
+    fanout: bool = True
     overhead: bool = True
 
     @classmethod
     def quick(cls) -> Options:
         return cls(
             size_mb=2, work_seconds=0, runs=1, webhook_iterations=20, prune_images=400,
-            import_runs=1,
+            import_runs=1, fanout_work_seconds=1, fanout_size_mb=2, fanout_images=4,
         )  # fmt: skip
 
 
@@ -103,7 +111,24 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--import-runs", type=int, help=f"imports per module (default {defaults.import_runs})"
     )
+    parser.add_argument(
+        "--fanout-work-seconds",
+        type=float,
+        help=f"the fan-out workload's cold work (default {defaults.fanout_work_seconds:g})",
+    )
+    parser.add_argument(
+        "--fanout-images",
+        type=int,
+        help=f"images in the fan-out workload's Bake file, 2-8 (default {defaults.fanout_images})",
+    )
+    parser.add_argument(
+        "--provisioning-seconds",
+        type=float,
+        help="what a CodeBuild build costs before and after its build phase (queue, "
+        f"provisioning, source, finalizing; default {defaults.provisioning_seconds:g})",
+    )
     parser.add_argument("--no-builds", action="store_true", help="skip the build strategies")
+    parser.add_argument("--no-fanout", action="store_true", help="skip one host against fan-out")
     parser.add_argument("--no-overhead", action="store_true", help="skip the pipeline overhead")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results go")
     parser.add_argument("--workdir", type=Path, help="rig and contexts (default: a temp dir)")
@@ -126,9 +151,13 @@ def options_from(args: argparse.Namespace) -> Options:
         "webhook_iterations": args.webhook_iterations,
         "prune_images": args.prune_images,
         "import_runs": args.import_runs,
+        "fanout_work_seconds": args.fanout_work_seconds,
+        "fanout_images": args.fanout_images,
+        "provisioning_seconds": args.provisioning_seconds,
     }
     values = {**vars(base), **{k: v for k, v in chosen.items() if v is not None}}
     values["builds"] = not args.no_builds
+    values["fanout"] = not args.no_fanout
     values["overhead"] = not args.no_overhead
     return Options(**values)
 
@@ -142,7 +171,7 @@ def run_command(args: argparse.Namespace) -> int:
         console.print(f"rendered {args.from_json} to {args.out}")
         return 0
     options = options_from(args)
-    if options.builds and (missing := missing_prerequisites("remote")):
+    if (options.builds or options.fanout) and (missing := missing_prerequisites("remote")):
         console.print("layercache bench needs: " + "; ".join(missing) + " (run .ci/setup-docker)")
         return 2
     progress = BenchProgress(console, builds=build_count(options))
@@ -223,9 +252,8 @@ def run_bench(
     }
     cells = []
     image_bytes = 0
-    if options.builds:
-        say(f"builds: {options.size_mb:g} MB image, {options.work_seconds:g} s of work, "
-            f"{options.runs} run(s) per cell, registry link {options.rate_mb:g} MB/s")  # fmt: skip
+    fanout: dict[str, Any] = {}
+    if options.builds or options.fanout:
 
         def say_build(line: str) -> None:  # BuildBench says one line per build it measured
             say(line)
@@ -235,17 +263,34 @@ def run_bench(
             Rig(workdir / "rig") as rig,
             ThrottleProxy(("127.0.0.1", rig.registry.port), rate) as proxy,
         ):
-            bench = BuildBench(
-                rig,
-                registry_host=proxy.host,
-                proxy_counters=lambda: (proxy.bytes_down, proxy.bytes_up),
-                workload=workload,
-                runs=options.runs,
-                workdir=workdir,
-                say=say_build,
-            )
-            cells = bench.run()
-            image_bytes = bench.image_bytes()
+            if options.builds:
+                say(
+                    f"builds: {options.size_mb:g} MB image, {options.work_seconds:g} s of work, "
+                    f"{options.runs} run(s) per cell, registry link {options.rate_mb:g} MB/s"
+                )
+                bench = BuildBench(
+                    rig,
+                    registry_host=proxy.host,
+                    proxy_counters=lambda: (proxy.bytes_down, proxy.bytes_up),
+                    workload=workload,
+                    runs=options.runs,
+                    workdir=workdir,
+                    say=say_build,
+                )
+                cells = bench.run()
+                image_bytes = bench.image_bytes()
+            if options.fanout:
+                fanout = run_comparison(
+                    rig,
+                    registry_host=proxy.host,
+                    workdir=workdir,
+                    work_seconds=options.fanout_work_seconds,
+                    size_mb=options.fanout_size_mb,
+                    images=options.fanout_images,
+                    provisioning_seconds=options.provisioning_seconds,
+                    rate_bytes_per_second=rate,
+                    say=say,
+                ).as_json()
     overhead: dict[str, Any] = {}
     if options.overhead:
         say("overhead: imports")
@@ -264,6 +309,7 @@ def run_bench(
         image_bytes=image_bytes,
         builder_cached_seconds=builder_cached_seconds(cells) if cells else 0.0,
         overhead=overhead,
+        fanout=fanout,
     )
 
 

@@ -31,6 +31,7 @@ class Results:
     image_bytes: int
     builder_cached_seconds: float
     overhead: dict[str, Any] = field(default_factory=dict)
+    fanout: dict[str, Any] = field(default_factory=dict)  # bench.fanout's comparison
 
     def cell(self, strategy: Strategy, scenario: Scenario) -> Cell:
         return next(c for c in self.cells if c.strategy is strategy and c.scenario is scenario)
@@ -166,6 +167,7 @@ def results_json(results: Results, targets: Sequence[Target]) -> dict[str, Any]:
         "cells": cells,
         "targets": [vars(target) for target in targets],
         "overhead": results.overhead,
+        "fanout": results.fanout,
     }
 
 
@@ -185,6 +187,7 @@ def results_from_json(document: dict[str, Any]) -> Results:
         image_bytes=int(document["image_bytes"]),
         builder_cached_seconds=float(document["builder_cached_seconds"]),
         overhead=document.get("overhead") or {},
+        fanout=document.get("fanout") or {},
     )
 
 
@@ -417,26 +420,116 @@ def overhead_tables(overhead: dict[str, Any]) -> list[Block]:
 def report_blocks(results: Results, targets: Sequence[Target]) -> list[Block]:
     """The report's paragraphs, headings and tables, in order."""
     meta = results.meta
-    blocks: list[Block] = [
-        "# layercache benchmark results",
+    link = (
         f"Run {meta['date']} on {meta['machine']}. Registry link: "
         f"{meta['rate_bytes_per_second'] / 1e6:g} MB/s each way (a throttling proxy on "
-        f"loopback). Workload: a two-stage image of {human_bytes(results.image_bytes)} "
-        f"({meta['size_mb']:g} MB requested), {meta['work_seconds']:g} s of work when cold, "
-        f"{meta['steps']} steps. {meta['runs']} run(s) per cell; the benchmark took "
-        f"{meta['total_seconds'] / 60:.0f} min.",
-        "Each run starts on a builder with an empty local cache (a fresh build host) and a "
-        "repository holding the strategy's previous build, except the warm local builder, "
-        "which keeps every layer. 'x cold' is relative to the cold build without cache.",
-        "## Builds",
-        *build_tables(results),
-        "## Targets (ours: registry cache, mode=max)",
-        target_table(targets),
-        "## The pipeline's own overhead",
+        "loopback). "
+    )
+    took = f"the benchmark took {meta['total_seconds'] / 60:.0f} min."
+    blocks: list[Block] = ["# layercache benchmark results"]
+    if not results.cells:
+        blocks.append(link + took[0].upper() + took[1:])
+    else:
+        blocks += [
+            link + f"Workload: a two-stage image of {human_bytes(results.image_bytes)} "
+            f"({meta['size_mb']:g} MB requested), {meta['work_seconds']:g} s of work when cold, "
+            f"{meta['steps']} steps. {meta['runs']} run(s) per cell; " + took,
+            "Each run starts on a builder with an empty local cache (a fresh build host) and a "
+            "repository holding the strategy's previous build, except the warm local builder, "
+            "which keeps every layer. 'x cold' is relative to the cold build without cache.",
+            "## Builds",
+            *build_tables(results),
+            "## Targets (ours: registry cache, mode=max)",
+            target_table(targets),
+        ]
+    if results.fanout:
+        blocks += fanout_tables(results.fanout, meta.get("fanout_date"))
+    if results.overhead:
+        blocks.append("## The pipeline's own overhead")
+        if meta.get("overhead_date"):  # measured again apart from the builds
+            blocks.append(f"Measured {meta['overhead_date']}, in a run of its own.")
+        blocks += overhead_tables(results.overhead)
+    return blocks
+
+
+def _s(value: float | None, unit: str = "") -> str:
+    return "never" if value is None else f"{value:.1f}{unit}"
+
+
+def fanout_tables(fanout: dict[str, Any], measured: str | None = None) -> list[Block]:
+    """One host against a fan-out batch (bench.fanout): the walls at the provisioning cost
+    chosen, each build of the batch, and the break-even."""
+    provisioning = float(fanout["provisioning_seconds"])
+    images = list(fanout["images"])
+    scenarios = fanout["scenarios"]
+    p = f"{provisioning:g} s"
+    dependents = sum(1 for bases in scenarios[0]["depend_on"].values() if bases) if scenarios else 0
+    blocks: list[Block] = [
+        f"## One host or fan-out (a Bake file of {len(images)} images)",
+        *([f"Measured {measured}, in a run of its own."] if measured else []),
+        f"A base, {dependents} images built on it and the others on their own; "
+        f"{fanout['work_seconds']:g} s of work "
+        f"(sha256 at {fanout['hash_bytes_per_second'] / 1e6:.0f} MB/s here) and "
+        f"{fanout['size_mb']:g} MB when cold. One host: one run of the driver, every image "
+        "on one BuildKit. Fan-out: one build per image on a BuildKit of its own (each run "
+        "alone, one after another), a dependent after its base; the batch's wall is its "
+        f"longest path of (build + provisioning), at {p} per build (`--provisioning-seconds`; "
+        "one host pays it once). Wall seconds:",
+        TextTable(
+            [
+                "scenario",
+                "one host",
+                f"one host + {p}",
+                "longest build of the batch",
+                "builds of the batch, summed",
+                f"batch wall at {p}",
+                "longest path",
+                "fan-out pays below (provisioning)",
+            ],
+            [
+                [
+                    s["scenario"],
+                    f"{s['single']['seconds']:.1f}",
+                    f"{s['single_wall_seconds']:.1f}",
+                    f"{s['longest_child_seconds']:.1f}",
+                    f"{s['children_seconds']:.1f}",
+                    f"**{s['fanout_wall_seconds']:.1f}**",
+                    " → ".join(s["critical_path"]),
+                    _s(s["break_even_provisioning_seconds"], " s"),
+                ]
+                for s in scenarios
+            ],
+        ),
+        "Each build of the batch (its whole run: reading the Bake file, checking tags, "
+        "solving the bases it does not build from their caches, its image), seconds and "
+        "steps from a cache:",
+        TextTable(
+            ["scenario", *images],
+            [
+                [
+                    s["scenario"],
+                    *(
+                        f"{s['children'][i]['seconds']:.1f} "
+                        f"({s['children'][i]['cached_steps']}/{s['children'][i]['total_steps']})"
+                        for i in images
+                    ),
+                ]
+                for s in scenarios
+            ],
+        ),
     ]
-    if meta.get("overhead_date"):  # measured again apart from the builds
-        blocks.append(f"Measured {meta['overhead_date']}, in a run of its own.")
-    return blocks + overhead_tables(results.overhead)
+    break_even = fanout.get("break_even_image_seconds")
+    if break_even is not None:
+        cold = next(s for s in scenarios if s["scenario"] == "cold")
+        mean = sum(cold["single"]["image_seconds"].values()) / len(images)
+        blocks.append(
+            f"Break-even at {p} per build: fan-out pays once the images take "
+            f"**{break_even:.1f} s** each on average as one host builds them (here, cold: "
+            f"{mean:.1f} s), every image's build scaled alike, the runs' fixed costs as measured."
+        )
+    else:
+        blocks.append(f"At {p} per build, no build time per image makes fan-out pay here.")
+    return blocks
 
 
 def markdown_table(table: TextTable) -> str:
