@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,8 @@ from layercache.build_requests import BuildRequestMessage
 from layercache.starting.service import BuildStarter
 from layercache.starting.settings import StarterSettings
 from layercache.starting.wiring import make_build_starter
-from layercache_dev.kit.embedded_aws import ACCOUNT, Stack
+from layercache_dev.kit.codebuild_events import state_change_event
+from layercache_dev.kit.embedded_aws import Stack
 from layercache_dev.kit.functions import invoke_function
 from layercache_dev.kit.moto_atomic import atomic_backends
 from layercache_dev.kit.moto_codebuild import CodeBuildLike, codebuild_like
@@ -54,10 +54,11 @@ class FanOut:
     pushes: int = 0
     digests: dict[str, str] = field(default_factory=dict)  # what the builds pushed last
 
-    def push(self, commit: str, branch: str = "main") -> str:
-        """A push of `commit`: the starter starts its batch. The batch's id."""
-        self.pushes += 1
-        request = BuildRequestMessage.for_push(
+    def request(self, commit: str, branch: str = "main", delivery: str = "") -> BuildRequestMessage:
+        """The build request of a push of `commit` (a redelivery: the same push again)."""
+        if not delivery:
+            self.pushes += 1
+        return BuildRequestMessage.for_push(
             image=IMAGE,
             branch=branch,
             commit=commit,
@@ -67,9 +68,12 @@ class FanOut:
             pushed_at=T0 + timedelta(minutes=self.pushes),
             build=True,
             reason="push",
-            delivery_id=f"delivery-{self.pushes}",
+            delivery_id=delivery or f"delivery-{self.pushes}",
         )
-        outcome = self.starter.handle(request)
+
+    def push(self, commit: str, branch: str = "main") -> str:
+        """A push of `commit`: the starter starts its batch. The batch's id."""
+        outcome = self.starter.handle(self.request(commit, branch))
         assert outcome.started, outcome
         assert outcome.build_id is not None
         return outcome.build_id
@@ -117,35 +121,7 @@ def exports(entries: list[dict[str, Any]]) -> dict[str, str]:
 
 def member_event(codebuild: CodeBuildLike, build_id: str, status: str) -> dict[str, Any]:
     """The "CodeBuild Build State Change" event of one build of a batch."""
-    build = codebuild.build(build_id)
-    final = status != "IN_PROGRESS"
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "CodeBuild Build State Change",
-        "source": "aws.codebuild",
-        "account": ACCOUNT,
-        "time": "2026-12-02T09:30:00Z",
-        "region": REGION,
-        "resources": [build["arn"]],
-        "detail": {
-            "build-status": status,
-            "project-name": build["projectName"],
-            "build-id": build["arn"],
-            "current-phase": "COMPLETED" if final else "BUILD",
-            "additional-information": {
-                "build-number": build["buildNumber"],
-                "build-complete": final,
-                "environment": {
-                    "environment-variables": [
-                        {"name": v["name"], "value": v["value"], "type": "PLAINTEXT"}
-                        for v in build["environment"]["environmentVariables"]
-                    ]
-                },
-                "phases": [],
-            },
-        },
-    }
+    return state_change_event(codebuild.build(build_id), status)
 
 
 @pytest.fixture
@@ -325,18 +301,7 @@ def test_a_retry_after_a_lost_answer_adopts_the_batch_it_started(fan_out: FanOut
     assert claim is not None
     assert claim.build_id is None
 
-    request = BuildRequestMessage.for_push(
-        image=IMAGE,
-        branch="main",
-        commit=sha("b"),
-        before=None,
-        trigger=Trigger.GITHUB,
-        requested_at=T0 + timedelta(minutes=fan_out.pushes),
-        pushed_at=T0 + timedelta(minutes=fan_out.pushes),
-        build=True,
-        reason="push",
-        delivery_id="redelivery",
-    )
+    request = fan_out.request(sha("b"), delivery="redelivery")
     outcome = fan_out.starter.handle(request)
 
     assert outcome.started

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,11 +38,11 @@ from moto.backends import get_backend
 from moto.codebuild.responses import CodeBuildResponse
 
 from layercache_dev.kit.buildspec import BuildOutcome
+from layercache_dev.kit.codebuild_events import state_change_event
 from layercache_dev.kit.embedded_aws import ACCOUNT, REGION
 from layercache_dev.kit.monorepo import write_tree
 from layercache_dev.kit.rig import Rig
 
-EVENT_TIME_FORMAT = "%b %d, %Y %I:%M:%S %p"  # as CodeBuild writes times in its events
 # The project's build variables the buildspec reads beyond those the rig sets itself.
 PROJECT_VARIABLES = ("LAYERCACHE_BAKE_FILE", "LAYERCACHE_BAKE_TARGETS")
 # The overrides a StartBuild may carry that the buildspec reads.
@@ -52,10 +51,6 @@ OVERRIDES = ("LAYERCACHE_TRIGGER", "LAYERCACHE_REQUESTED_AT")
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _event_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(EVENT_TIME_FORMAT)
 
 
 # ---------------------------------------------------------------- the source repository
@@ -281,7 +276,7 @@ class LocalCodeBuild:
         started = datetime.now(UTC)
         phases.append(_phase("QUEUED", item.queued_at, started))
         build.update({"phases": list(phases), "currentPhase": "PROVISIONING"})
-        self.deliver(self._event(build, "IN_PROGRESS", phases[:1]))
+        self.deliver(state_change_event(build, "IN_PROGRESS", phases[:1]))
 
         clock = started
         self.rig.reset_builder()  # a fresh build host: its local cache is empty
@@ -347,7 +342,7 @@ class LocalCodeBuild:
                 "logs": {"deepLink": str(log_path)},
             }
         )
-        self.deliver(self._event(build, status, phases))
+        self.deliver(state_change_event(build, status, phases))
         return RanBuild(
             build_id=build["id"],
             number=number,
@@ -374,47 +369,6 @@ class LocalCodeBuild:
         dockerfile = files.pop("Dockerfile")
         return self.rig.write_context(directory, dockerfile, files)
 
-    def _event(
-        self, build: dict[str, Any], status: str, phases: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        """The "CodeBuild Build State Change" event EventBridge would deliver for `build`."""
-        started = datetime.fromisoformat(build["startTime"])
-        arn = build.get("arn") or f"arn:aws:codebuild:{REGION}:{ACCOUNT}:build/{build['id']}"
-        return {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "CodeBuild Build State Change",
-            "source": "aws.codebuild",
-            "account": ACCOUNT,
-            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": REGION,
-            "resources": [arn],
-            "detail": {
-                "build-status": status,
-                "project-name": build["projectName"],
-                "build-id": arn,
-                "current-phase": build["currentPhase"] if status == "IN_PROGRESS" else "COMPLETED",
-                "current-phase-context": "[]",
-                "version": "1",
-                "additional-information": {
-                    "build-number": float(build["buildNumber"]),
-                    "build-complete": status != "IN_PROGRESS",
-                    "initiator": build.get("initiator", ""),
-                    "build-start-time": _event_time(started),
-                    "source-version": build.get("sourceVersion"),
-                    "source": build.get("source", {}),
-                    "environment": {
-                        "image": build["environment"]["image"],
-                        "privileged-mode": build["environment"]["privilegedMode"],
-                        "compute-type": build["environment"]["computeType"],
-                        "type": build["environment"]["type"],
-                        "environment-variables": build["environment"]["environmentVariables"],
-                    },
-                    "phases": [_event_phase(phase) for phase in phases],
-                },
-            },
-        }
-
 
 def _phase(name: str, start: datetime, end: datetime, status: str = "SUCCEEDED") -> dict[str, Any]:
     return {
@@ -433,16 +387,3 @@ def _timed(
     now = datetime.now(UTC)
     phases.append(_phase(name, since, now, status))
     return now
-
-
-def _event_phase(phase: Mapping[str, Any]) -> dict[str, Any]:
-    converted: dict[str, Any] = {"phase-type": phase["phaseType"]}
-    for key, name in (("startTime", "start-time"), ("endTime", "end-time")):
-        if key in phase:
-            converted[name] = _event_time(datetime.fromisoformat(phase[key]))
-    if "durationInSeconds" in phase:
-        converted["duration-in-seconds"] = phase["durationInSeconds"]
-    if "phaseStatus" in phase:
-        converted["phase-status"] = phase["phaseStatus"]
-    converted["phase-context"] = [c.get("message") for c in phase.get("contexts", [])]
-    return converted

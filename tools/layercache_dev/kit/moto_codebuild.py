@@ -220,27 +220,38 @@ class CodeBuildLike:
         backend.__dict__.pop("batch_get_builds", None)
         backend.__dict__.pop("stop_build", None)
 
-    def _start_build(self, response: CodeBuildResponse) -> Any:
-        self.start_calls += 1
+    def _admit(self, token: str | None, fingerprint: str, now: datetime) -> str | None:
+        """A start call's fate: throttled (raises), a repeat of a start within the window
+        (the id it started), a mismatched repeat (raises), or new (None)."""
         if self._throttles > 0:
             self._throttles -= 1
             raise JsonRESTError("ThrottlingException", "Rate exceeded")
+        if not token or token not in self._tokens:
+            return None
+        seen_fingerprint, started_id, started = self._tokens[token]
+        if now - started >= IDEMPOTENCY_WINDOW:
+            return None
+        if seen_fingerprint != fingerprint:
+            raise JsonRESTError(
+                "IdempotentParameterMismatchException",
+                "The idempotency token was used with different parameters.",
+            )
+        return started_id
+
+    def _start_build(self, response: CodeBuildResponse) -> Any:
+        self.start_calls += 1
         params = {
             "sourceVersion": response._get_param("sourceVersion"),
             "environmentVariablesOverride": response._get_param("environmentVariablesOverride"),
         }
-        fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-        token = response._get_param("idempotencyToken")
-        now = self.clock()
-        if token and token in self._tokens:
-            seen_fingerprint, build_id, started = self._tokens[token]
-            if now - started < IDEMPOTENCY_WINDOW:
-                if seen_fingerprint != fingerprint:
-                    raise JsonRESTError(
-                        "IdempotentParameterMismatchException",
-                        "The idempotency token was used with different parameters.",
-                    )
-                return self._answer(response, self.build(build_id))
+        token, fingerprint, now = (
+            response._get_param("idempotencyToken"),
+            _fingerprint(params),
+            self.clock(),
+        )
+        started_before = self._admit(token, fingerprint, now)
+        if started_before is not None:
+            return self._answer(response, self.build(started_before))
         result = self._original(response)
         build = result.result["build"]
         build["buildStatus"] = "IN_PROGRESS"
@@ -255,25 +266,18 @@ class CodeBuildLike:
 
     def _start_build_batch(self, response: CodeBuildResponse) -> Any:
         self.batch_start_calls += 1
-        if self._throttles > 0:
-            self._throttles -= 1
-            raise JsonRESTError("ThrottlingException", "Rate exceeded")
         params = {
             name: response._get_param(name)
             for name in ("sourceVersion", "environmentVariablesOverride", "buildspecOverride")
         }
-        fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-        token = response._get_param("idempotencyToken")
-        now = self.clock()
-        if token and token in self._tokens:
-            seen_fingerprint, batch_id, started = self._tokens[token]
-            if now - started < IDEMPOTENCY_WINDOW:
-                if seen_fingerprint != fingerprint:
-                    raise JsonRESTError(
-                        "IdempotentParameterMismatchException",
-                        "The idempotency token was used with different parameters.",
-                    )
-                return self._answer_batch(self._batches[batch_id])
+        token, fingerprint, now = (
+            response._get_param("idempotencyToken"),
+            _fingerprint(params),
+            self.clock(),
+        )
+        started_before = self._admit(token, fingerprint, now)
+        if started_before is not None:
+            return self._answer_batch(self._batches[started_before])
         project = response._get_param("projectName")
         if project not in self._backend().codebuild_projects:
             raise JsonRESTError("ResourceNotFoundException", f"Project {project} not found")
@@ -338,6 +342,10 @@ class CodeBuildLike:
                 "ServiceUnavailableException", "response lost after the build started"
             )
         return ActionResult({"build": build})
+
+
+def _fingerprint(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
 @contextmanager

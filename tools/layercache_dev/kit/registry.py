@@ -199,6 +199,14 @@ class Registry(Lifecycle):
         path = self.blob_path(digest)
         return path.stat().st_size if path.exists() else 0
 
+    def stored_blobs(self) -> dict[str, Path]:
+        """Every blob in storage (layers, configs, manifests, caches, attestations), of
+        every repository: digest -> its data file, in digest order."""
+        return {
+            f"{data.parents[2].name}:{data.parent.name}": data
+            for data in sorted((self.root / "docker/registry/v2/blobs").glob("*/*/*/data"))
+        }
+
     def layer_digests(self) -> frozenset[str]:
         """Digests named as layers by any manifest the registry stores (images and caches)."""
         layers: set[str] = set()
