@@ -383,7 +383,8 @@ def target_override(
     if request.secrets:
         override["secret"] = [secret.argument() for secret in request.secrets]
     if request.platform:
-        override["platform"] = [request.platform]
+        # Bake's attribute is `platforms`; buildx ignores a key it does not know.
+        override["platforms"] = [request.platform]
     return override
 
 

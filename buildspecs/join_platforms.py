@@ -100,6 +100,25 @@ def index_tags(request: driver.BuildRequest) -> list[str]:
     return [f"{request.commit}-index" + (f"-{request.part}" if request.part else "")]
 
 
+def index_platforms(raw: bytes) -> list[str]:
+    """The platforms an index lists (`os/architecture[/variant]`), attestations left out."""
+    try:
+        manifests = json.loads(raw).get("manifests") or []
+    except (ValueError, AttributeError):
+        return []
+    found = []
+    for entry in manifests:
+        platform = entry.get("platform") or {}
+        name = "/".join(
+            part
+            for part in (platform.get("os"), platform.get("architecture"), platform.get("variant"))
+            if part
+        )
+        if name and name != "unknown/unknown":
+            found.append(name)
+    return found
+
+
 def create_index(
     docker: str, request: driver.BuildRequest, platforms: Sequence[str]
 ) -> tuple[str, list[str]]:
@@ -122,6 +141,12 @@ def create_index(
         detail = raw.stderr.decode(errors="replace").strip()[-800:]
         raise driver.BuildFailed(
             f"the index {request.repository}:{tags[0]} is not readable: {detail}"
+        )
+    joined = index_platforms(raw.stdout)
+    if sorted(joined) != sorted(platforms):
+        raise driver.BuildFailed(
+            f"the index {request.repository}:{tags[0]} lists {', '.join(joined) or 'no platform'}"
+            f", not {', '.join(platforms)}: a platform's build pushed another platform's image"
         )
     digest = "sha256:" + hashlib.sha256(raw.stdout).hexdigest()
     driver.info(

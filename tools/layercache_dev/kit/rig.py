@@ -29,6 +29,11 @@ and builds with `--network none`. `mode=` takes normal/refresh/clean, `extra_env
 `LAYERCACHE_*` override (e.g. `LAYERCACHE_REFRESH_DATE`, `LAYERCACHE_CACHE_REPOSITORY_URI`).
 `rig.fail_next_container_start()` makes the next container the builder starts fail to
 start, once (see `buildkit`).
+
+Multi-platform builds: `rig.write_platforms_context(...)` writes a context whose `{base}`
+is `rig.platforms_base_image`, a linux/amd64 + linux/arm64 index (each platform with its own static
+busybox; pushed on first use); the arm64 steps run under qemu, which `.ci/setup-docker`
+registers (`prerequisites.missing_emulation_prerequisites` says what is missing).
 """
 
 from __future__ import annotations
@@ -44,7 +49,13 @@ from layercache_dev.kit.buildkit import StandaloneBuildKit
 from layercache_dev.kit.buildspec import BuildOutcome, report_path, run_buildspec
 from layercache_dev.kit.lifecycle import Lifecycle
 from layercache_dev.kit.paths import BUILDSPECS
-from layercache_dev.kit.prerequisites import BuilderKind, docker_binary, missing_prerequisites
+from layercache_dev.kit.prerequisites import (
+    ARM64_BUSYBOX,
+    BuilderKind,
+    docker_binary,
+    missing_emulation_prerequisites,
+    missing_prerequisites,
+)
 from layercache_dev.kit.processes import RigError, run_checked
 from layercache_dev.kit.registry import Registry
 
@@ -85,6 +96,9 @@ class Rig(Lifecycle):
 
     BASE_REPOSITORY = "layercache/base"
     BASE_TAG = "busybox"
+    #: The multi-platform base (`platforms_base_image`): one busybox per platform.
+    PLATFORMS_BASE_TAG = "busybox-multi"
+    BASE_PLATFORMS = ("linux/amd64", "linux/arm64")
 
     def __init__(self, workdir: Path, *, builder_kind: BuilderKind = "remote") -> None:
         self.workdir = workdir
@@ -146,6 +160,49 @@ class Rig(Lifecycle):
             [self.docker, "buildx", "build", "--builder", self.builder, "--network", "none",
              "--provenance=false", "--tag", self.base_image, "--push", str(context)]
         )  # fmt: skip
+
+    @property
+    def platforms_base_image(self) -> str:
+        """The multi-platform base (linux/amd64 + linux/arm64); `push_platforms_base_image`."""
+        return f"{self.registry.host}/{self.BASE_REPOSITORY}:{self.PLATFORMS_BASE_TAG}"
+
+    def push_platforms_base_image(self) -> str:
+        """`FROM scratch` + each platform's static busybox, one index for linux/amd64 and
+        linux/arm64, pushed once (the arm64 half is built under qemu: see
+        `missing_emulation_prerequisites`); its ref."""
+        if self.registry.digest(self.BASE_REPOSITORY, self.PLATFORMS_BASE_TAG) is not None:
+            return self.platforms_base_image
+        missing = missing_emulation_prerequisites()
+        if missing:
+            raise RigError("; ".join(missing))
+        context = self.workdir / "platforms-base-image"
+        context.mkdir(parents=True, exist_ok=True)
+        busybox = Path("/bin/busybox") if Path("/bin/busybox").exists() else None
+        shutil.copy2(
+            busybox or Path(shutil.which("busybox") or "/usr/bin/busybox"),
+            context / "busybox-amd64",
+        )
+        shutil.copy2(ARM64_BUSYBOX, context / "busybox-arm64")
+        (context / "Dockerfile").write_text(
+            "FROM scratch\n"
+            "ARG TARGETARCH\n"
+            "COPY busybox-${TARGETARCH} /bin/busybox\n"
+            'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        )
+        run_checked(
+            [self.docker, "buildx", "build", "--builder", self.builder, "--network", "none",
+             "--provenance=false", "--platform", ",".join(self.BASE_PLATFORMS),
+             "--tag", self.platforms_base_image, "--push", str(context)]
+        )  # fmt: skip
+        return self.platforms_base_image
+
+    def write_platforms_context(
+        self, directory: Path, dockerfile: str, files: Mapping[str, str] | None = None
+    ) -> Path:
+        """`write_context` for a multi-platform build: `{base}` stands for the
+        multi-platform base image (pushed first if it is not there yet)."""
+        base = self.push_platforms_base_image()
+        return self.write_context(directory, dockerfile.replace("{base}", base), files)
 
     def copy_image(self, source: str, target: str) -> None:
         """Copy an image (or any manifest) to another ref in the registry."""
