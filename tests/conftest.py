@@ -72,10 +72,14 @@ def dimension_names(document: dict[str, Any]) -> set[str]:
 def require_docker_tier(kind: BuilderKind = "remote") -> None:
     """Skip without the docker tier (engine, registry, builder), with the reason; under
     LAYERCACHE_REQUIRE_DOCKER=1 (CI) a missing piece fails the test instead."""
-    missing = missing_prerequisites(kind)
+    require("docker tier", missing_prerequisites(kind))
+
+
+def require(tier: str, missing: list[str]) -> None:
+    """Skip, naming what `tier` lacks; under LAYERCACHE_REQUIRE_DOCKER=1 (CI), fail."""
     if not missing:
         return
-    reason = "docker tier: " + "; ".join(missing) + " (run .ci/setup-docker as root)"
+    reason = f"{tier}: " + "; ".join(missing) + " (run .ci/setup-docker as root)"
     if os.environ.get("LAYERCACHE_REQUIRE_DOCKER") == "1":
         pytest.fail(reason + " and LAYERCACHE_REQUIRE_DOCKER=1", pytrace=False)
     pytest.skip(reason)

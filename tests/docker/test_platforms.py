@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tarfile
 import uuid
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from layercache_dev.kit.buildspec import BuildOutcome
 from layercache_dev.kit.prerequisites import missing_emulation_prerequisites
 from layercache_dev.kit.registry import BlobTransfer, RegistryTraffic, parse_registry_log
 from layercache_dev.kit.rig import Rig
+from tests.conftest import require
 
 pytestmark = pytest.mark.docker
 
@@ -71,13 +71,7 @@ COPY src/ /src/
 def require_emulation() -> None:
     """Skip without linux/arm64 emulation, with the reason; under
     LAYERCACHE_REQUIRE_DOCKER=1 (CI) a missing piece fails the test instead."""
-    missing = missing_emulation_prerequisites()
-    if not missing:
-        return
-    reason = "docker tier, linux/arm64: " + "; ".join(missing) + " (run .ci/setup-docker as root)"
-    if os.environ.get("LAYERCACHE_REQUIRE_DOCKER") == "1":
-        pytest.fail(reason + " and LAYERCACHE_REQUIRE_DOCKER=1", pytrace=False)
-    pytest.skip(reason)
+    require("docker tier, linux/arm64", missing_emulation_prerequisites())
 
 
 def test_missing_emulation_is_named_and_fails_the_required_tier(
