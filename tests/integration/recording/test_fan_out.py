@@ -29,6 +29,8 @@ from layercache.build_records import (
     build_pk,
 )
 from layercache.build_requests import BuildRequestMessage
+from layercache.recording.batch import BatchUnknown
+from layercache.recording.store import BuildRecordStore
 from layercache.starting.service import BuildStarter
 from layercache.starting.settings import StarterSettings
 from layercache.starting.wiring import make_build_starter
@@ -329,3 +331,68 @@ def test_a_new_branch_starts_from_the_default_branchs_plan(fan_out: FanOut) -> N
         "api",
         "worker",
     ]
+
+
+# ---------------------------------------------------------------- under failure
+def test_a_throttled_start_build_batch_is_retried_and_starts_one_batch(fan_out: FanOut) -> None:
+    planned(fan_out)
+    fan_out.codebuild.throttle(1)
+    calls = fan_out.codebuild.batch_start_calls
+
+    fan_out.push(sha("b"))
+
+    assert fan_out.codebuild.batch_start_calls == calls + 2  # the SDK retried once
+    assert len(fan_out.codebuild.batches()) == 2  # the first batch, and this one once
+
+
+def test_an_event_of_a_batch_not_yet_readable_fails_and_its_retry_records(
+    fan_out: FanOut,
+) -> None:
+    """BatchGetBuildBatches may not know a batch its build reports on yet: the invocation
+    fails (Lambda retries the event), and nothing is recorded half."""
+    planned(fan_out)
+    b = sha("b")
+    batch_id = fan_out.push(b)
+    base = fan_out.run(batch_id, "base")
+    done = fan_out.finish(base, b)
+    hidden = fan_out.codebuild._batches.pop(batch_id)
+
+    with pytest.raises(BatchUnknown):
+        invoke_function(RECORDER, done)
+
+    assert not any(name.startswith("part#") for name in fan_out.item(batch_id))
+    fan_out.codebuild._batches[batch_id] = hidden
+    assert invoke_function(RECORDER, done)["status"] == "IN_PROGRESS"
+    assert "part#base" in fan_out.item(batch_id)
+
+
+def test_a_retry_after_a_kill_between_the_last_part_and_the_record_records_once(
+    fan_out: FanOut, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the last part was written, before the batch's status: the retry of
+    that event finds every part in, records SUCCEEDED and reports once."""
+    planned(fan_out)
+    b = sha("b")
+    batch_id = fan_out.push(b)
+    invoke_function(RECORDER, fan_out.finish(fan_out.run(batch_id, "base"), b))
+    invoke_function(RECORDER, fan_out.finish(fan_out.run(batch_id, "worker"), b))
+    last = fan_out.finish(fan_out.run(batch_id, "api"), b)
+    apply = BuildRecordStore.apply
+
+    def killed(store: BuildRecordStore, update: Any) -> Any:
+        if update.key["pk"] == build_pk(batch_id) and "SUCCEEDED" in update.values.values():
+            raise RuntimeError("killed")
+        return apply(store, update)
+
+    monkeypatch.setattr(BuildRecordStore, "apply", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        invoke_function(RECORDER, last)
+    assert fan_out.item(batch_id)["status"] == "IN_PROGRESS"
+    monkeypatch.setattr(BuildRecordStore, "apply", apply)
+
+    result = invoke_function(RECORDER, last)
+
+    assert result["status"] == "SUCCEEDED"
+    assert result["reported"]
+    assert fan_out.item(batch_id)["status"] == "SUCCEEDED"
+    assert states(fan_out.github) == ["pending", "success"]
