@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.responses import DynamoHandler
 from moto.ecr.models import ECRBackend
 from moto.sqs.models import SQSBackend
 
@@ -23,6 +24,9 @@ ATOMIC_CALLS: tuple[tuple[type, str], ...] = (
     (DynamoDBBackend, "put_item"),
     (DynamoDBBackend, "get_item"),
     (DynamoDBBackend, "update_item"),
+    # Its response deep-copies the item it updates before calling the backend: that copy
+    # must not run while another request changes the item ("dictionary changed size").
+    (DynamoHandler, "update_item"),
     (DynamoDBBackend, "delete_item"),
     (DynamoDBBackend, "query"),
     (ECRBackend, "put_image"),
