@@ -23,7 +23,6 @@ os.environ.update(
         "AWS_EC2_METADATA_DISABLED": "true",
         "POWERTOOLS_SERVICE_NAME": "layercache",
         "POWERTOOLS_METRICS_NAMESPACE": "layercache",
-        "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_DEV": "false",
     }
 )

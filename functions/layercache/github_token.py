@@ -7,8 +7,6 @@ import json
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
 from layercache import aws
 
@@ -39,6 +37,9 @@ class SecretToken:
     `max_age_seconds` (0: read on every call), so a rotated token is picked up without a
     new container. If Secrets Manager fails after a value was read, the last value is
     used (and the failure logged): a throttled read must not cost a commit status.
+
+    Powertools' parameters utility is imported when a token is first made: the recorder
+    and the starter import this module whether or not they talk to GitHub.
     """
 
     def __init__(
@@ -47,6 +48,8 @@ class SecretToken:
         client: SecretsManagerClient | None = None,
         max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS,
     ) -> None:
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
         if max_age_seconds < 0:
             raise ValueError(f"max_age_seconds must be >= 0, not {max_age_seconds}")
         self.secret_arn = secret_arn
@@ -56,6 +59,8 @@ class SecretToken:
         self._last: str | None = None
 
     def __call__(self) -> str:
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
         try:
             value = self.provider.get(self.secret_arn, max_age=self.max_age_seconds)
         except GetParameterError as error:

@@ -6,7 +6,7 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -26,7 +26,6 @@ from layercache.recording.store import BuildRecordStore
 
 logger = Logger()
 metrics = Metrics()
-tracer = Tracer()
 
 
 @cache
@@ -58,7 +57,6 @@ def default_service() -> tuple[RecorderSettings, BuildRecorder]:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE, log_event=False)
 @metrics.log_metrics
-@tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, recorder = default_service()
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=1)

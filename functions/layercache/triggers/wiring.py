@@ -2,6 +2,10 @@
 
 `make_*` take every client, so tests can pass stubbed ones; the cached accessors the
 handlers call build a service once per container with real clients.
+
+The three triggers' handlers import this module: what only the webhook needs (its service
+and the Function URL event model under it, Powertools' parameters utility) is imported
+where the webhook's service is made, so the other triggers' cold starts skip it.
 """
 
 from __future__ import annotations
@@ -10,14 +14,11 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from layercache import aws
 from layercache.build_requests import BuildRequestQueue
 from layercache.triggers.codecommit import CodeCommitChanges, CodeCommitTriggerService
-from layercache.triggers.github import GitHubWebhookService, SecretUnavailable
 from layercache.triggers.settings import (
     CodeCommitTriggerSettings,
     GitHubWebhookSettings,
@@ -26,9 +27,12 @@ from layercache.triggers.settings import (
 )
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
     from mypy_boto3_codecommit import CodeCommitClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
+
+    from layercache.triggers.github import GitHubWebhookService
 
 logger = Logger(child=True)
 
@@ -54,6 +58,10 @@ class RememberedSecret:
         self._last: bytes | None = None
 
     def __call__(self) -> bytes:
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+        from layercache.triggers.github import SecretUnavailable
+
         try:
             value = self.provider.get(self.arn, max_age=self.max_age)
         except (GetParameterError, ClientError, BotoCoreError) as error:
@@ -71,6 +79,10 @@ def make_github_webhook_service(
     secretsmanager: SecretsManagerClient | None = None,
     sqs: SQSClient | None = None,
 ) -> GitHubWebhookService:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+    from layercache.triggers.github import GitHubWebhookService
+
     # GitHub waits 10 s for an answer: every call on the way has the interactive budget.
     provider = SecretsProvider(
         boto3_client=secretsmanager or aws.client("secretsmanager", aws.INTERACTIVE)

@@ -903,7 +903,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def _run(args: argparse.Namespace, progress: Progress, workdir: Path) -> int:
     os.environ.update(FAKE_CREDENTIALS)
-    os.environ.update({"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_DEV": "false"})
+    os.environ.update({"POWERTOOLS_DEV": "false"})
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
         os.environ.pop(name, None)
     progress.line("layercache demo: the whole pipeline on an embedded AWS and a local registry")
