@@ -90,9 +90,9 @@ TARGET_VERTEX = re.compile(
 )
 # The bracket a vertex's name starts with: "[api stage-1 2/4] ", "[internal] ".
 BRACKETS = re.compile(r"^\[[^\]]*\] ")
-CACHE_EXPORT_MODE = "mode=max,image-manifest=true,oci-mediatypes=true"
+CACHE_EXPORT_MODE = driver.CACHE_EXPORT_OPTIONS
 #: How many registries lookups (write-once tag checks) run at once.
-TAG_CHECK_THREADS = 8
+TAG_CHECK_THREADS = 4  # images at once; each looks its build tags up side by side
 
 
 class BakeDefinitionError(driver.BuildFailed):
@@ -336,6 +336,7 @@ def read_definition(
         [*args, *targets], capture_output=True, text=True, check=False, cwd=cwd
     )
     if printed.returncode != 0:
+        driver.check_buildx(docker)  # a missing or too old buildx, said as such
         detail = (printed.stderr or printed.stdout).strip()[-800:]
         raise BakeDefinitionError(f"docker buildx bake could not read {', '.join(files)}: {detail}")
     try:
@@ -694,7 +695,6 @@ def build(
     """Build and push every image of the Bake file, or of `fanout`'s share; raise
     BuildFailed if any fails."""
     started = time.monotonic()
-    driver.check_buildx(docker)
     driver.check_moving_tags(base)
     definition = read_definition(docker, files, targets)
     declared = plan_images(definition, base)
@@ -715,8 +715,12 @@ def build(
         return BakeReport(
             [], time.monotonic() - started, [], base.moving_tags(), fanout, skipped, base.platform
         )
-    images = with_write_once_tags(docker, images)
-    builder = driver.ensure_builder(docker, base.builder, base.buildkit_image, base.buildkit_mirror)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the builder and the tags side by side
+        builder_ready = pool.submit(
+            driver.ensure_builder, docker, base.builder, base.buildkit_image, base.buildkit_mirror
+        )
+        images = with_write_once_tags(docker, images)
+    builder = builder_ready.result()
     metadata_file = workdir / "bake-metadata.json"
     override_file = workdir / "layercache-override.json"
 

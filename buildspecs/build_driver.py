@@ -81,12 +81,14 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 MODES = ("normal", "refresh", "clean")
 #: The build-arg a refresh build sets to today's date; Dockerfiles declare it right
@@ -103,6 +105,11 @@ STANDALONE_BUILDER = "layercache"
 DEFAULT_BUILDKIT_IMAGE = (
     "moby/buildkit:v0.32.2@sha256:28a898719c18a33f4e8000685287fa36fd0dd9560c6440227d3a732d79bb41d8"
 )
+#: What follows the ref in `--cache-to` (bake_build.py's too): every stage's steps
+#: (`mode=max`), as an OCI image manifest, which ECR accepts; the layers only the cache
+#: holds compressed with zstd, which costs a cold build less than gzip (the image's own
+#: layers keep the gzip they were pushed with: see docs/build-cache.md).
+CACHE_EXPORT_OPTIONS = "mode=max,image-manifest=true,oci-mediatypes=true,compression=zstd"
 MAX_TAG_LENGTH = 128  # Docker's limit
 SHORT_SHA = 7
 # A full or abbreviated commit id (SHA-1 or SHA-256 repositories).
@@ -400,7 +407,7 @@ def buildx_command(
     if cache_to:
         args += [
             "--cache-to",
-            f"type=registry,ref={cache_to},mode=max,image-manifest=true,oci-mediatypes=true",
+            f"type=registry,ref={cache_to},{CACHE_EXPORT_OPTIONS}",
         ]
     if no_cache:
         args.append("--no-cache")
@@ -902,6 +909,8 @@ def run_attempt(docker: str, args: Sequence[str], metadata_file: Path) -> Attemp
         for line in proc.stdout:
             reader.feed(line)
     reader.finish()
+    if proc.returncode != 0 and not reader.vertices():
+        check_buildx(docker)  # buildx never reached BuildKit: say why, if it is buildx
     metadata: dict[str, Any] = {}
     if proc.returncode == 0 and metadata_file.exists():
         metadata = json.loads(metadata_file.read_text() or "{}")
@@ -940,7 +949,10 @@ def buildx_version(text: str) -> tuple[int, int] | None:
 
 
 def check_buildx(docker: str) -> None:
-    """Fail clearly when buildx is missing or too old for the progress stream we read."""
+    """Fail clearly when buildx is missing or too old for the progress stream we read.
+
+    Asked only once a `buildx build` or `bake` failed before BuildKit reported anything
+    (`run_attempt`): a working buildx needs no check, and each costs a process."""
     found = subprocess.run(
         [docker, "buildx", "version"], capture_output=True, text=True, check=False
     )
@@ -971,7 +983,70 @@ def mirror_refs(image: str, mirror: str) -> tuple[str, str]:
     return f"{mirror}:{tag or 'latest'}", f"{mirror}:{tag or 'latest'}"
 
 
-def image_exists(docker: str, ref: str) -> bool:
+#: The manifests a tag may name, an index first (buildx pushes one): a registry asked
+#: without one it can serve may answer 404 for a tag that exists.
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
+LOOKUP_TIMEOUT_SECONDS = 10
+LOOPBACK_HOSTS = re.compile(r"^(?:localhost|127(?:\.\d{1,3}){3})(?::\d+)?$")
+
+
+def stored_login(host: str, env: Mapping[str, str]) -> str:
+    """The credentials `docker login` stored for `host` in the Docker config (base64
+    `user:password`, as ECR's login leaves them); "" if none, or a helper keeps them."""
+    directory = Path(env.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    entry = (config.get("auths") or {}).get(host) if isinstance(config, dict) else None
+    return str(entry.get("auth") or "") if isinstance(entry, dict) else ""
+
+
+def manifest_status(ref: str, env: Mapping[str, str]) -> int | None:
+    """The registry's HTTP status for a HEAD of `ref`'s manifest, asked directly: a
+    process less than `imagetools inspect`. Only where the answer is the registry's own:
+    a loopback registry (plain HTTP, as Docker treats it), or one `docker login` stored
+    Basic credentials for (ECR); None anywhere else, and when the registry was not
+    reached."""
+    host, _, path = ref.partition("/")
+    name, at, digest = path.partition("@")
+    reference = digest if at else ""
+    if not at:
+        name, _, reference = path.rpartition(":")
+    loopback = LOOPBACK_HOSTS.match(host) is not None
+    login = "" if loopback else stored_login(host, env)
+    if not (loopback or login) or not name or not reference:
+        return None
+    import http.client  # only when asked: the driver's start stays light
+
+    connection = (http.client.HTTPConnection if loopback else http.client.HTTPSConnection)(
+        host, timeout=LOOKUP_TIMEOUT_SECONDS
+    )
+    headers = {"Accept": MANIFEST_TYPES, "User-Agent": "layercache-driver"}
+    if login:
+        headers["Authorization"] = f"Basic {login}"
+    try:
+        connection.request("HEAD", f"/v2/{name}/manifests/{reference}", headers=headers)
+        return connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+def image_exists(docker: str, ref: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the registry has `ref`: asked directly where it can be (`manifest_status`:
+    200 or 404), else with `docker buildx imagetools inspect`."""
+    status = manifest_status(ref, os.environ if env is None else env)
+    if status in (200, 404):
+        return status == 200
     found = subprocess.run(
         [docker, "buildx", "imagetools", "inspect", ref],
         capture_output=True,
@@ -1008,25 +1083,149 @@ def buildkit_image(docker: str, image: str, mirror: str) -> str:
     return image
 
 
-def ensure_builder(docker: str, setting: str, image: str, mirror: str = "") -> str:
-    """The buildx builder to use, created first when the setting asks for a standalone one."""
-    if setting != "docker-container":
-        return setting
+#: Where the build runs (the template's BuildHost, LAYERCACHE_BUILD_HOST): a new host per
+#: build (`on-demand`), a reserved-capacity fleet's host, reused by later builds (`fleet`),
+#: or the project's Docker server, which DOCKER_HOST points at (`docker-server`).
+BUILD_HOSTS = ("on-demand", "fleet", "docker-server")
+#: What `buildx create` says when another build created the same builder a moment before.
+EXISTING_BUILDER = re.compile(r"existing instance for \S+ but no append mode")
+
+
+@dataclass(frozen=True)
+class Builder:
+    """The buildx builder a build runs on, and what it had before the build.
+
+    `state`: `kept` (a standalone BuildKit's container and state volume that an earlier
+    build left on this engine: its local cache is warm), `new` (created empty here: the
+    build starts from the registry cache alone), or `named` (a builder the setting names,
+    which the driver neither creates nor inspects)."""
+
+    name: str
+    state: str
+
+
+def build_host_of(env: Mapping[str, str]) -> str:
+    """LAYERCACHE_BUILD_HOST, one of BUILD_HOSTS (`on-demand` when unset)."""
+    host = (env.get("LAYERCACHE_BUILD_HOST") or "on-demand").strip().lower()
+    if host not in BUILD_HOSTS:
+        raise SystemExit(
+            f"layercache: unknown build host {host!r} (LAYERCACHE_BUILD_HOST: one of "
+            f"{', '.join(BUILD_HOSTS)})"
+        )
+    return host
+
+
+def standalone_name(setting: str) -> str:
+    """`docker-container` -> STANDALONE_BUILDER; `docker-container:<name>` -> <name>."""
+    return setting.partition(":")[2] or STANDALONE_BUILDER
+
+
+def builder_container(name: str) -> str:
+    """The container buildx's docker-container driver runs a builder's only node in; its
+    state lives in the volume `<container>_state`, which outlives the buildx config."""
+    return f"buildx_buildkit_{name}0"
+
+
+def kept_container_image(docker: str, name: str) -> str:
+    """The image of the builder's container on this engine, "" when there is none."""
     found = subprocess.run(
-        [docker, "buildx", "inspect", STANDALONE_BUILDER],
+        [docker, "container", "inspect", "--format", "{{.Config.Image}}", builder_container(name)],
         capture_output=True,
         text=True,
         check=False,
     )
-    if found.returncode != 0:
-        image = buildkit_image(docker, image, mirror)
-        info(f"creating the standalone BuildKit builder {STANDALONE_BUILDER} ({image})")
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
+def create_builder(docker: str, name: str, image: str, driver_opts: Sequence[str]) -> None:
+    """`buildx create --bootstrap`, idempotent: a build that started at the same moment
+    and created the builder first is success, and the builder is then started."""
+    options = [arg for opt in (f"image={image}", *driver_opts) for arg in ("--driver-opt", opt)]
+    created = subprocess.run(
+        [docker, "buildx", "create", "--name", name, "--driver", "docker-container",
+         *options, "--bootstrap"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if created.returncode == 0:
+        return
+    said = (created.stderr or created.stdout).strip()
+    if not EXISTING_BUILDER.search(said):
+        raise BuildFailed(f"could not create the builder {name}: {said[-500:]}")
+    info(f"builder {name} was created by another build at the same moment; using it")
+    started = subprocess.run(
+        [docker, "buildx", "inspect", "--bootstrap", name], capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    if started.returncode != 0:
+        raise BuildFailed(f"could not start the builder {name}: {started.stderr.strip()[-500:]}")
+
+
+def prepare_builder(
+    docker: str,
+    setting: str,
+    image: str,
+    mirror: str = "",
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Builder:
+    """The builder to build on: a named one as it is, or the standalone BuildKit, reused.
+
+    buildx keeps a builder's name in ~/.docker/buildx, which a new build container does
+    not have; the engine keeps its container `buildx_buildkit_<name>0` and state volume,
+    on a reused fleet host (with the local Docker layer cache) or on the project's Docker
+    server. `buildx create` under the same name finds and starts that container (buildx
+    0.13 on the rig: its local cache is intact), so the builder is re-created by name
+    rather than created empty. A kept container running another image than the pinned
+    one (the pin moved) is removed first, its state volume kept; the new one mounts it.
+    Every build still reads and writes the registry cache: a recycled host starts warm
+    from there.
+    """
+    env = os.environ if env is None else env
+    if setting != "docker-container" and not setting.startswith("docker-container:"):
+        return Builder(setting, "named")
+    host = build_host_of(env)
+    name = standalone_name(setting)
+    if host == "docker-server" and not env.get("DOCKER_HOST"):
+        warn(
+            "build host docker-server, but DOCKER_HOST is not set: the builder runs on "
+            "this build's own engine, which starts empty"
+        )
+    kept = kept_container_image(docker, name)
+    wanted = {image, mirror_refs(image, mirror)[0]} if mirror else {image}
+    if kept and kept not in wanted:
+        warn(f"builder {name} runs {kept}, not {image}: replacing its container, keeping its state")
         subprocess.run(
-            [docker, "buildx", "create", "--name", STANDALONE_BUILDER, "--driver",
-             "docker-container", "--driver-opt", f"image={image}", "--bootstrap"],
-            check=True,
+            [docker, "container", "rm", "--force", builder_container(name)],
+            capture_output=True, check=False,
         )  # fmt: skip
-    return STANDALONE_BUILDER
+        kept = ""
+    known = subprocess.run(
+        [docker, "buildx", "inspect", name], capture_output=True, text=True, check=False
+    )
+    if known.returncode != 0:
+        if not kept:
+            image = buildkit_image(docker, image, mirror)
+        opts = [opt for opt in env.get("LAYERCACHE_BUILDKIT_DRIVER_OPTS", "").split(",") if opt]
+        verb = "re-creating" if kept else "creating"
+        info(f"{verb} the standalone BuildKit builder {name} ({kept or image})")
+        create_builder(docker, name, kept or image, opts)
+    builder = Builder(name, "kept" if kept else "new")
+    info(
+        f"build host {host}: builder {name} "
+        + (
+            "kept from an earlier build on this engine (its local cache is warm)"
+            if kept
+            else "new on this engine (it starts from the registry cache)"
+        )
+    )
+    info(f"LAYERCACHE_BUILDER_STATE={builder.state}")
+    return builder
+
+
+def ensure_builder(docker: str, setting: str, image: str, mirror: str = "") -> str:
+    """The buildx builder to use, created (or found again) when the setting asks for a
+    standalone one (`prepare_builder`)."""
+    return prepare_builder(docker, setting, image, mirror).name
 
 
 # ---------------------------------------------------------------- tags written once
@@ -1068,10 +1267,12 @@ def tags_to_write(docker: str, request: BuildRequest) -> BuildRequest:
     the missing ones, or none (it is pushed by digest and reached by its moving tags,
     the build record and the report).
     """
-    missing = tuple(
-        tag for tag in request.tags() if not image_exists(docker, f"{request.repository}:{tag}")
+    tags = request.tags()
+    present = concurrently(
+        [partial(image_exists, docker, f"{request.repository}:{tag}") for tag in tags]
     )
-    kept = [tag for tag in request.tags() if tag not in missing]
+    missing = tuple(tag for tag, there in zip(tags, present, strict=True) if not there)
+    kept = [tag for tag in tags if tag not in missing]
     if kept:
         info(
             f"{', '.join(kept)} already name(s) an earlier image of commit {request.commit[:12]}: "
@@ -1085,17 +1286,58 @@ def tags_to_write(docker: str, request: BuildRequest) -> BuildRequest:
     return replace(request, write_tags=missing)
 
 
+Result = TypeVar("Result")
+
+
+def concurrently(calls: Sequence[Callable[[], Result]]) -> list[Result]:
+    """Each call's result, in order, the calls run side by side, one thread each (each
+    waits on the network or a process: a registry lookup, a builder check). The first
+    call that raised, in order, raises. (Threads, not concurrent.futures: its import
+    costs the driver's every start more than the threads do.)"""
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = calls[index]()
+        except BaseException as error:  # noqa: BLE001 - raised again below, in the caller
+            errors[index] = error
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
+
+
+def prepare(docker: str, request: BuildRequest) -> tuple[BuildRequest, str]:
+    """(the request with the build tags to write, the builder), looked up side by side:
+    neither needs the other, and each mostly waits on a registry or a process."""
+    lookups: list[Callable[[], object]] = [
+        partial(tags_to_write, docker, request),
+        partial(
+            ensure_builder, docker, request.builder, request.buildkit_image, request.buildkit_mirror
+        ),
+    ]
+    written, builder = concurrently(lookups)
+    assert isinstance(written, BuildRequest)
+    assert isinstance(builder, str)
+    return written, builder
+
+
 # ---------------------------------------------------------------- the build
 
 
 def build(request: BuildRequest, *, docker: str = "docker", workdir: Path) -> BuildReport:
     """Build and push one image with the registry cache; raise BuildFailed if no image."""
-    check_buildx(docker)
     check_moving_tags(request)
-    request = tags_to_write(docker, request)
-    builder = ensure_builder(
-        docker, request.builder, request.buildkit_image, request.buildkit_mirror
-    )
+    request, builder = prepare(docker, request)
     metadata_file = workdir / "metadata.json"
     cache_used = request.mode != "clean"
     warnings: list[str] = []
@@ -1324,6 +1566,7 @@ def request_from(args: argparse.Namespace, env: Mapping[str, str]) -> BuildReque
         raise SystemExit(f"layercache: missing {', '.join(missing)}")
     if request.mode not in MODES:
         raise SystemExit(f"layercache: unknown mode {request.mode!r} (one of {', '.join(MODES)})")
+    build_host_of(env)  # an unknown LAYERCACHE_BUILD_HOST stops the build before it starts
     return request
 
 

@@ -177,12 +177,13 @@ class FakeDocker:
                 **(env or {}),
             },
         )
+        logged = self.state / "calls.jsonl"  # none when the driver never called docker
         calls = [
             json.loads(line)
-            for line in (self.state / "calls.jsonl").read_text().split("\n")
+            for line in (logged.read_text() if logged.exists() else "").split("\n")
             if line
         ]
-        (self.state / "calls.jsonl").unlink()
+        logged.unlink(missing_ok=True)
         (self.state / "builds").unlink(missing_ok=True)
         variables: dict[str, str] = {}
         if status == 0:

@@ -220,7 +220,7 @@ def test_buildx_command_for_a_normal_build(tmp_path: Path) -> None:
     cache_to = args[args.index("--cache-to") + 1]
     assert cache_to == (
         f"type=registry,ref={req.repository}:cache-{slug('feat/x')},"
-        "mode=max,image-manifest=true,oci-mediatypes=true"
+        "mode=max,image-manifest=true,oci-mediatypes=true,compression=zstd"
     )
     assert "--pull" not in args
     assert "--no-cache" not in args
