@@ -33,6 +33,8 @@ SECONDS = {
     Strategy.INLINE: [42.0, 2.0, 25.0, 27.0, 33.0],
     Strategy.REGISTRY: [50.0, 1.5, 14.0, 10.0, 20.0],
     Strategy.WARM: [40.0, 0.5, 10.5, 8.0, 18.0],
+    Strategy.WARM_TIER: [50.0, 0.6, 11.0, 8.5, 18.5],
+    Strategy.WARM_TIER_RECYCLED: [50.0, 1.5, 14.0, 10.0, 20.0],
 }
 
 
@@ -178,7 +180,7 @@ def test_an_overhead_measured_apart_says_when() -> None:
 def test_json_round_trips() -> None:
     results = make_results()
     document = json.loads(json.dumps(results_json(results, check_targets(results))))
-    assert len(document["cells"]) == 25
+    assert len(document["cells"]) == len(STRATEGIES) * len(SCENARIOS)
     cell = next(
         c
         for c in document["cells"]
@@ -236,7 +238,7 @@ def test_the_terminal_report_draws_every_table_without_markup_or_colour() -> Non
     assert "**" not in text
     assert "`" not in text
     assert "| ---" not in text  # tables drawn by rich, not markdown
-    assert re.search(r"\nunchanged +40\.0 +10\.0 +2\.0 +1\.5 +0\.5 *\n", text)
+    assert re.search(r"\nunchanged +40\.0 +10\.0 +2\.0 +1\.5 +0\.5 +0\.6 +1\.5 *\n", text)
     assert re.search(r"\nunchanged +registry +1\.5 +0\.04x +0\.15x +1\.0 KB +7 B +6/12 *\n", text)
     assert re.search(r"change halfway vs warm local builder +within 1\.2x .* no ", text)
     assert re.search(r"GitHubWebhookFunction +layercache\.handlers\.github_webhook +450", text)

@@ -53,6 +53,11 @@ class Strategy(StrEnum):
     INLINE = "inline cache, no pull"
     REGISTRY = "registry cache mode=max (ours)"
     WARM = "warm local builder (lower bound)"
+    # The warm tier (BuildHost fleet/docker-server): the driver, cache flags and all, on a
+    # builder whose local state is kept between builds; and its first build after the
+    # host was recycled (an emptied builder, the registry cache the warm tier exported).
+    WARM_TIER = "warm tier (ours, kept builder)"
+    WARM_TIER_RECYCLED = "warm tier after a recycle"
 
 
 STRATEGIES = tuple(Strategy)
@@ -62,7 +67,13 @@ SHORT_NAMES = {
     Strategy.INLINE: "inline",
     Strategy.REGISTRY: "registry",
     Strategy.WARM: "warm",
+    Strategy.WARM_TIER: "warm-tier",
+    Strategy.WARM_TIER_RECYCLED: "warm-tier-recycled",
 }
+#: Strategies whose builder keeps its local state after their cold build.
+KEPT_BUILDER = (Strategy.WARM, Strategy.WARM_TIER)
+#: The driver with its registry cache flags (`Rig.build`).
+DRIVER_STRATEGIES = (Strategy.REGISTRY, Strategy.WARM_TIER, Strategy.WARM_TIER_RECYCLED)
 
 
 def slug(text: str) -> str:
@@ -151,7 +162,7 @@ class BuildBench:
     # ------------------------------------------------------------------ the whole grid
 
     def run(self) -> list[Cell]:
-        self._push_runtime_base("v1", "runtime base v1")
+        self.push_runtime_base("v1", "runtime base v1")
         cells: list[Cell] = []
         for strategy in self.strategies:
             for scenario in SCENARIOS:
@@ -195,14 +206,14 @@ class BuildBench:
         runtime_base = self.runtime_base
         if scenario is Scenario.BASE_REFRESH:
             tag = f"refresh-{SHORT_NAMES[strategy]}-{number}"
-            self._push_runtime_base(tag, f"runtime base refreshed for {name}")
+            self.push_runtime_base(tag, f"runtime base refreshed for {name}")
             runtime_base = f"{self.host}/{RUNTIME_BASE_REPOSITORY}:{tag}"
-        context = self._context(name, self.workload.files(scenario, number), runtime_base)
+        context = self.context(name, self.workload.files(scenario, number), runtime_base)
         if scenario is not Scenario.COLD:
-            prior = self._repository(strategy, Scenario.COLD, 1)
+            prior = self._repository(self._cache_source(strategy), Scenario.COLD, 1)
             for tag in (BRANCH, CACHE_TAG):
                 copy_manifest(self.rig.registry.port, prior, name, tag)
-        if strategy is not Strategy.WARM or scenario is Scenario.COLD:
+        if strategy not in KEPT_BUILDER or scenario is Scenario.COLD:
             self._reset(strategy)
 
         mark = self.rig.registry.mark()
@@ -230,7 +241,7 @@ class BuildBench:
             step_seconds=progress.step_seconds,
         )
 
-    def _context(self, name: str, files: dict[str, str], runtime_base: str) -> Path:
+    def context(self, name: str, files: dict[str, str], runtime_base: str) -> Path:
         directory = self.workdir / "contexts" / name
         for path, text in files.items():
             target = directory / path
@@ -239,6 +250,13 @@ class BuildBench:
                 text = text.replace("{base}", self.base).replace("{runtime_base}", runtime_base)
             target.write_text(text)
         return directory
+
+    def _cache_source(self, strategy: Strategy) -> Strategy:
+        """Whose cold build a run's repository starts from: after a recycle, the registry
+        cache the warm tier exported (when it ran), else the strategy's own."""
+        if strategy is Strategy.WARM_TIER_RECYCLED and Strategy.WARM_TIER in self.strategies:
+            return Strategy.WARM_TIER
+        return strategy
 
     def _reset(self, strategy: Strategy) -> None:
         if strategy is Strategy.SEED:
@@ -254,7 +272,7 @@ class BuildBench:
         docker = self.rig.docker
         image = f"{repository}:{BRANCH}"
         common = ["--progress=rawjson", "--network", "none", "--tag", image, "--push"]
-        if strategy is Strategy.REGISTRY:
+        if strategy in DRIVER_STRATEGIES:
             outcome = self.rig.build(
                 context, repository=repository, branch=BRANCH, commit=self._commit(), reset=False
             )
@@ -286,7 +304,7 @@ class BuildBench:
             raise BenchError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
         return Progress.parse(result.stderr)
 
-    def _push_runtime_base(self, tag: str, marker: str) -> None:
+    def push_runtime_base(self, tag: str, marker: str) -> None:
         """The runtime stage's base image: busybox plus a release file (new content per tag)."""
         context = self.workdir / "runtime-base" / tag
         context.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ STRATEGY_COLORS = {
     Strategy.INLINE: "#f4a550",
     Strategy.REGISTRY: "#2166ac",
     Strategy.WARM: "#5aaa5a",
+    Strategy.WARM_TIER: "#1b7837",
+    Strategy.WARM_TIER_RECYCLED: "#92c5de",
 }
 
 

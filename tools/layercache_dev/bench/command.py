@@ -8,9 +8,11 @@
 It starts the rig (bench uses the standalone BuildKit as CodeBuild does, and the engine's
 own builder for the seed's approach), puts a throttling proxy in front of its registry,
 measures every strategy in every scenario (bench.builds), then one host against a
-fan-out batch for a Bake file of eight images (bench.fanout), then the functions' import
-times, the webhook handler's latency and the pruner's plan (bench.overhead), and writes
-results.md, results.json and builds.png to --out (bench/results by default).
+fan-out batch for a Bake file of eight images (bench.fanout), then the driver against
+plain buildx and the cold cache export per `--cache-to` lever (bench.driver_bench), then
+the functions' cold starts, the webhook handler's latency and the pruner's plan
+(bench.overhead), and writes results.md, results.json and builds.png to --out
+(bench/results by default).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from layercache_cli.arguments import add_command_parser
 from layercache_dev.bench import overhead as bench_overhead
 from layercache_dev.bench.builds import STRATEGIES, BuildBench, builder_cached_seconds
 from layercache_dev.bench.chart import builds_figure, figure_png
+from layercache_dev.bench.driver_bench import DriverOverhead, ExportLevers, workloads
 from layercache_dev.bench.fanout import DEFAULT_PROVISIONING_SECONDS, run_comparison
 from layercache_dev.bench.report import (
     Results,
@@ -71,7 +74,7 @@ class Options:
     rate_mb: float = 50.0  # MB (10^6 bytes) per second, each way
     webhook_iterations: int = 500
     prune_images: int = 10_000
-    import_runs: int = 10
+    import_runs: int = 15  # whole-process samples per handler and of the baseline
     fanout_work_seconds: float = 50.0  # the fan-out workload's cold work, all images
     fanout_size_mb: float = 100.0
     fanout_images: int = 8
@@ -79,12 +82,16 @@ class Options:
     builds: bool = True
     fanout: bool = True
     overhead: bool = True
+    driver: bool = True  # the driver against plain buildx on an unchanged rebuild
+    levers: bool = True  # the cold cache export per --cache-to lever against no cache
+    levers_compressible: bool = True  # the levers on the compressible workload too
 
     @classmethod
     def quick(cls) -> Options:
         return cls(
             size_mb=2, work_seconds=0, runs=1, webhook_iterations=20, prune_images=400,
             import_runs=1, fanout_work_seconds=1, fanout_size_mb=2, fanout_images=4,
+            levers_compressible=False,
         )  # fmt: skip
 
 
@@ -109,7 +116,7 @@ def add_parser(subparsers: Any) -> None:
         "--prune-images", type=int, help=f"repository size (default {defaults.prune_images})"
     )
     parser.add_argument(
-        "--import-runs", type=int, help=f"imports per module (default {defaults.import_runs})"
+        "--import-runs", type=int, help=f"cold starts per module (default {defaults.import_runs})"
     )
     parser.add_argument(
         "--fanout-work-seconds",
@@ -130,6 +137,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--no-builds", action="store_true", help="skip the build strategies")
     parser.add_argument("--no-fanout", action="store_true", help="skip one host against fan-out")
     parser.add_argument("--no-overhead", action="store_true", help="skip the pipeline overhead")
+    parser.add_argument(
+        "--no-driver", action="store_true", help="skip the driver against plain buildx"
+    )
+    parser.add_argument(
+        "--no-levers", action="store_true", help="skip the cold cache export's levers"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results go")
     parser.add_argument("--workdir", type=Path, help="rig and contexts (default: a temp dir)")
     parser.add_argument(
@@ -159,6 +172,8 @@ def options_from(args: argparse.Namespace) -> Options:
     values["builds"] = not args.no_builds
     values["fanout"] = not args.no_fanout
     values["overhead"] = not args.no_overhead
+    values["driver"] = not args.no_driver
+    values["levers"] = not args.no_levers
     return Options(**values)
 
 
@@ -171,7 +186,8 @@ def run_command(args: argparse.Namespace) -> int:
         console.print(f"rendered {args.from_json} to {args.out}")
         return 0
     options = options_from(args)
-    if (options.builds or options.fanout) and (missing := missing_prerequisites("remote")):
+    needs_rig = options.builds or options.fanout or options.driver or options.levers
+    if needs_rig and (missing := missing_prerequisites("remote")):
         console.print("layercache bench needs: " + "; ".join(missing) + " (run .ci/setup-docker)")
         return 2
     progress = BenchProgress(console, builds=build_count(options))
@@ -253,7 +269,8 @@ def run_bench(
     cells = []
     image_bytes = 0
     fanout: dict[str, Any] = {}
-    if options.builds or options.fanout:
+    driver: dict[str, Any] = {}
+    if options.builds or options.fanout or options.driver or options.levers:
 
         def say_build(line: str) -> None:  # BuildBench says one line per build it measured
             say(line)
@@ -291,10 +308,12 @@ def run_bench(
                     rate_bytes_per_second=rate,
                     say=say,
                 ).as_json()
+            if options.driver or options.levers:
+                driver = measure_driver(options, rig, proxy.host, workload, workdir, say)
     overhead: dict[str, Any] = {}
     if options.overhead:
-        say("overhead: imports")
-        overhead["imports"] = bench_overhead.import_times(options.import_runs)
+        say(f"overhead: cold-start imports x {options.import_runs}")
+        overhead["cold_start"] = bench_overhead.cold_start_imports(options.import_runs)
         say(f"overhead: webhook x {options.webhook_iterations}")
         overhead["webhook"] = bench_overhead.run_part("webhook", options.webhook_iterations)
         say(f"overhead: pruner on {options.prune_images} images")
@@ -310,7 +329,39 @@ def run_bench(
         builder_cached_seconds=builder_cached_seconds(cells) if cells else 0.0,
         overhead=overhead,
         fanout=fanout,
+        driver=driver,
     )
+
+
+def measure_driver(
+    options: Options,
+    rig: Rig,
+    host: str,
+    workload: Workload,
+    workdir: Path,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The driver's own costs (bench.driver_bench): its overhead over plain buildx on an
+    unchanged rebuild, and the cold cache export per lever against no cache."""
+    bench = BuildBench(
+        rig,
+        registry_host=host,
+        proxy_counters=lambda: (0, 0),
+        workload=workload,
+        runs=options.runs,
+        workdir=workdir / "driver-bench",
+    )
+    measured: dict[str, Any] = {}
+    if options.driver:
+        say(f"driver: unchanged rebuild, driver against plain buildx, {options.runs} run(s)")
+        measured["overhead"] = DriverOverhead(bench, runs=options.runs, say=say).run()
+    if options.levers:
+        variants = workloads(options.size_mb, options.work_seconds)
+        if not options.levers_compressible:
+            variants = {name: w for name, w in variants.items() if not w.compressible_share}
+        say(f"driver: cold cache export per lever, {', '.join(variants)}")
+        measured["levers"] = ExportLevers(bench, runs=options.runs, say=say).run(variants)
+    return measured
 
 
 def write_results(results: Results, out: Path) -> None:

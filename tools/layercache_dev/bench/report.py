@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from layercache_dev.bench.builds import SHORT_NAMES, STRATEGIES, Cell, Run, Strategy
+from layercache_dev.bench.driver_bench import COLD_EXPORT_TARGET, DRIVER_OVERHEAD_TARGET_SECONDS
 from layercache_dev.bench.workload import SCENARIOS, Scenario
 
 REFERENCE_COLD = (Strategy.NO_CACHE, Scenario.COLD)
@@ -32,6 +33,7 @@ class Results:
     builder_cached_seconds: float
     overhead: dict[str, Any] = field(default_factory=dict)
     fanout: dict[str, Any] = field(default_factory=dict)  # bench.fanout's comparison
+    driver: dict[str, Any] = field(default_factory=dict)  # bench.driver_bench's figures
 
     def cell(self, strategy: Strategy, scenario: Scenario) -> Cell:
         return next(c for c in self.cells if c.strategy is strategy and c.scenario is scenario)
@@ -168,6 +170,7 @@ def results_json(results: Results, targets: Sequence[Target]) -> dict[str, Any]:
         "targets": [vars(target) for target in targets],
         "overhead": results.overhead,
         "fanout": results.fanout,
+        "driver": results.driver,
     }
 
 
@@ -188,6 +191,7 @@ def results_from_json(document: dict[str, Any]) -> Results:
         builder_cached_seconds=float(document["builder_cached_seconds"]),
         overhead=document.get("overhead") or {},
         fanout=document.get("fanout") or {},
+        driver=document.get("driver") or {},
     )
 
 
@@ -365,10 +369,44 @@ def webhook_tables(webhook: dict[str, Any]) -> list[Block]:
     ]
 
 
+def cold_start_tables(cold_start: dict[str, Any]) -> list[Block]:
+    """Each handler's whole-process import (a Lambda cold start's import) against bare boto3
+    with one client, measured side by side (bench.overhead.cold_start_imports)."""
+    baseline, target = cold_start["baseline"], cold_start["target_ratio"]
+    header = ["function", "module", "whole process ms", "x boto3", "CPU ms", "CPU x boto3"]
+    bare = f"bare boto3: `{baseline['code']}`"
+    cpu = f"{baseline['cpu_median_ms']:.0f}"
+    rows = [[bare, "", f"{baseline['median_ms']:.0f}", "1.00x", cpu, "1.00x", "-", ""]]
+    for logical_id, figures in cold_start["functions"].items():
+        rows.append(
+            [
+                logical_id,
+                f"`{figures['module']}`",
+                f"{figures['median_ms']:.0f}",
+                f"{figures['ratio']:.2f}x",
+                f"{figures['cpu_median_ms']:.0f}",
+                f"{figures['cpu_ratio']:.2f}x",
+                f"{figures['import_median_ms']:.0f}",
+                "yes" if figures["met"] else "**no**",
+            ]
+        )
+    return [
+        "### Lambda cold start: whole-process import against bare boto3",
+        f"A fresh Python process per sample (the interpreter's start and the import, timed "
+        f"from outside), median of {cold_start['runs']}, handlers and baseline interleaved. "
+        "CPU is the process's user + system time, which other load on the machine alters "
+        "least; 'import alone' is timed inside the process. Target: the whole process at "
+        f"most {target:g}x bare boto3.",
+        TextTable([*header, "import alone ms", f"<= {target:g}x"], rows, label_columns=2),
+    ]
+
+
 def overhead_tables(overhead: dict[str, Any]) -> list[Block]:
     blocks: list[Block] = []
     imports = overhead.get("imports") or {}
-    if imports:
+    if overhead.get("cold_start"):
+        blocks += cold_start_tables(overhead["cold_start"])
+    elif imports:  # results from before the whole-process measurement
         blocks += [
             "Import of each function's handler module in a fresh interpreter (cold start, "
             "before the first event):",
@@ -444,6 +482,8 @@ def report_blocks(results: Results, targets: Sequence[Target]) -> list[Block]:
         ]
     if results.fanout:
         blocks += fanout_tables(results.fanout, meta.get("fanout_date"))
+    if results.driver:
+        blocks += driver_tables(results.driver)
     if results.overhead:
         blocks.append("## The pipeline's own overhead")
         if meta.get("overhead_date"):  # measured again apart from the builds
@@ -529,6 +569,84 @@ def fanout_tables(fanout: dict[str, Any], measured: str | None = None) -> list[B
         )
     else:
         blocks.append(f"At {p} per build, no build time per image makes fan-out pay here.")
+    return blocks
+
+
+def driver_tables(driver: dict[str, Any]) -> list[Block]:
+    """The driver's own costs (bench.driver_bench): its overhead over plain buildx on an
+    unchanged rebuild, and the cold build per cache export lever against no cache."""
+    blocks: list[Block] = ["## The driver's own costs"]
+    overhead = driver.get("overhead")
+    if overhead:
+        difference, ratio = overhead["difference_seconds"], overhead["ratio"]
+        met = "yes" if difference <= DRIVER_OVERHEAD_TARGET_SECONDS else "**no**"
+        blocks += [
+            f"An unchanged rebuild on an emptied builder ({overhead['size_mb']:g} MB image), "
+            "run by the driver (`python3 build_driver.py`, as the buildspec runs it) and by "
+            "`docker buildx build` with the very arguments the driver gives it, alternating, "
+            f"median of {overhead['runs']} run(s) each:",
+            TextTable(
+                ["", "driver s", "plain buildx s", "difference s", "ratio", "target", "met"],
+                [
+                    [
+                        "unchanged rebuild",
+                        f"{overhead['driver_median_seconds']:.2f}",
+                        f"{overhead['plain_median_seconds']:.2f}",
+                        f"{difference:+.2f}",
+                        _x(ratio),
+                        f"<= +{DRIVER_OVERHEAD_TARGET_SECONDS:g} s",
+                        met,
+                    ]
+                ],
+            ),
+        ]
+        if "python_median_seconds" in overhead:
+            blocks.append(
+                f"Of the difference, {overhead['python_median_seconds']:.2f} s (median) is the "
+                "interpreter starting, compiling and importing the driver "
+                "(`build_driver.py --help`), which plain buildx never pays."
+            )
+    levers = driver.get("levers")
+    if levers:
+        blocks.append(
+            f"A cold build on an emptied builder ({levers['size_mb']:g} MB image, "
+            f"{levers['work_seconds']:g} s of work), plain `docker buildx build --push` with "
+            "each `--cache-to` lever into a cache repository of its own, against the same "
+            f"build without a cache; median of {levers['runs']} run(s), levers in alternating "
+            f"order. The driver's: `{levers['chosen']}`. Uploaded: blob bytes the registry's "
+            "log shows, the cache repository's share apart; mounts: blobs the registry copied "
+            "between repositories instead."
+        )
+        for table in levers["tables"]:
+            rows = [
+                [
+                    f"**{row['lever']}**" if row["cache_to"] == levers["chosen"] else row["lever"],
+                    f"{row['seconds']:.1f}",
+                    _x(row["ratio_to_no_cache"]),
+                    human_bytes(row["uploaded_bytes"]),
+                    human_bytes(row["cache_uploaded_bytes"]),
+                    str(row["mounts"]),
+                    "-"
+                    if row["cache_to"] is None
+                    else ("yes" if (row["ratio_to_no_cache"] or 0) <= COLD_EXPORT_TARGET else "no"),
+                ]
+                for row in table["rows"]
+            ]
+            blocks += [
+                f"Workload: {table['workload']}.",
+                TextTable(
+                    [
+                        "lever",
+                        "cold s",
+                        "x no cache",
+                        "uploaded",
+                        "to the cache repository",
+                        "mounts",
+                        f"<= {COLD_EXPORT_TARGET:.2f}x",
+                    ],
+                    rows,
+                ),
+            ]
     return blocks
 
 

@@ -10,6 +10,10 @@ sleeps for its share of the work, so both transfer and build time are real::
     workload = Workload(size_mb=300, work_seconds=20)
     files = workload.files(Variant.UNCHANGED, run=1)     # path -> text, Dockerfile included
 
+Real layers compress 2-4x, random bytes not at all: `compressible_share` writes that share
+of each file as hexadecimal text of random bytes instead (`od -An -tx1`: gzip and zstd
+make it about 2.2x smaller, at a realistic cost), the rest as random bytes.
+
 `{base}` (the builder's base) and `{runtime_base}` stand for image references the
 caller fills in. The scenarios change one input each: the runtime's requirements
 (halfway through the steps), the application source (the builder stage only), the
@@ -44,25 +48,25 @@ DOCKERFILE = """\
 # A service image as many teams write it: a builder stage, then a slim runtime stage.
 FROM {{base}} AS builder
 # OS packages of the build image (compilers, headers)
-RUN mkdir -p /opt && head -c {toolchain} /dev/urandom > /opt/toolchain.bin && sleep {t_toolchain}
+RUN mkdir -p /opt && {toolchain} > /opt/toolchain.bin && sleep {t_toolchain}
 COPY deps.lock /src/deps.lock
 # download and compile the dependencies the lock file names
-RUN cat /src/deps.lock > /opt/deps.bin && head -c {deps} /dev/urandom >> /opt/deps.bin \\
+RUN cat /src/deps.lock > /opt/deps.bin && {deps} >> /opt/deps.bin \\
     && sleep {t_deps}
 COPY src/ /src/
 # compile the application
-RUN cat /src/app.txt > /opt/app.bin && head -c {app} /dev/urandom >> /opt/app.bin \\
+RUN cat /src/app.txt > /opt/app.bin && {app} >> /opt/app.bin \\
     && sleep {t_app}
 
 FROM {{runtime_base}}
 ARG LAYERCACHE_REFRESH_DATE
 # OS packages of the runtime image
 RUN mkdir -p /usr && echo "$LAYERCACHE_REFRESH_DATE" > /usr/os-packages.txt \\
-    && head -c {os} /dev/urandom > /usr/os-packages.bin && sleep {t_os}
+    && {os} > /usr/os-packages.bin && sleep {t_os}
 COPY requirements.txt /app/requirements.txt
 # the runtime's own dependencies (pip install -r requirements.txt)
 RUN cat /app/requirements.txt > /app/site-packages.bin \\
-    && head -c {site} /dev/urandom >> /app/site-packages.bin && sleep {t_site}
+    && {site} >> /app/site-packages.bin && sleep {t_site}
 COPY --from=builder /opt/deps.bin /app/lib/deps.bin
 COPY --from=builder /opt/app.bin /app/app.bin
 COPY config/ /app/config/
@@ -79,6 +83,7 @@ class Workload:
 
     size_mb: float = 300.0
     work_seconds: float = 20.0
+    compressible_share: float = 0.0  # of each file's bytes: text that compresses (see above)
 
     def layer_bytes(self) -> dict[str, int]:
         size = self.size_mb * MB
@@ -95,10 +100,19 @@ class Workload:
         seconds = self.step_seconds()
         return seconds["toolchain"] + seconds["deps"]
 
+    def fill(self, size: int) -> str:
+        """The shell command that writes `size` bytes of the step's file to stdout."""
+        text = int(size * self.compressible_share)
+        random = f"head -c {size - text} /dev/urandom"
+        if not text:
+            return random
+        hexadecimal = f"od -An -tx1 -v /dev/urandom | head -c {text}"
+        return f"{{ {random}; {hexadecimal}; }}" if text < size else f"{{ {hexadecimal}; }}"
+
     def dockerfile(self) -> str:
-        sizes = self.layer_bytes()
+        fills = {name: self.fill(size) for name, size in self.layer_bytes().items()}
         seconds = {f"t_{name}": f"{value:.2f}" for name, value in self.step_seconds().items()}
-        return DOCKERFILE.format(**sizes, **seconds)
+        return DOCKERFILE.format(**fills, **seconds)
 
     def files(self, scenario: Scenario, run: int) -> dict[str, str]:
         """The build context for `scenario`'s `run`: each change is unique to its run."""
