@@ -78,6 +78,7 @@ class Options:
     fanout_work_seconds: float = 50.0  # the fan-out workload's cold work, all images
     fanout_size_mb: float = 100.0
     fanout_images: int = 8
+    driver_runs: int = 9  # unchanged rebuilds of about a second each, alternating
     provisioning_seconds: float = DEFAULT_PROVISIONING_SECONDS
     builds: bool = True
     fanout: bool = True
@@ -91,7 +92,7 @@ class Options:
         return cls(
             size_mb=2, work_seconds=0, runs=1, webhook_iterations=20, prune_images=400,
             import_runs=1, fanout_work_seconds=1, fanout_size_mb=2, fanout_images=4,
-            levers_compressible=False,
+            driver_runs=1, levers_compressible=False,
         )  # fmt: skip
 
 
@@ -353,8 +354,8 @@ def measure_driver(
     )
     measured: dict[str, Any] = {}
     if options.driver:
-        say(f"driver: unchanged rebuild, driver against plain buildx, {options.runs} run(s)")
-        measured["overhead"] = DriverOverhead(bench, runs=options.runs, say=say).run()
+        say(f"driver: unchanged rebuild, driver against plain buildx, {options.driver_runs} run(s)")
+        measured["overhead"] = DriverOverhead(bench, runs=options.driver_runs, say=say).run()
     if options.levers:
         variants = workloads(options.size_mb, options.work_seconds)
         if not options.levers_compressible:
