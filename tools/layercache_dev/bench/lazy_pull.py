@@ -32,7 +32,6 @@ import argparse
 import json
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from typing import Any
 from layercache_dev.bench.builds import BRANCH, CACHE_TAG, Progress, copy_manifest, slug
 from layercache_dev.bench.throttle import ThrottleProxy
 from layercache_dev.bench.workload import MB, Scenario, Workload
+from layercache_dev.kit.buildkit import stop_buildkitd
 from layercache_dev.kit.lifecycle import Lifecycle
 from layercache_dev.kit.prerequisites import missing_prerequisites
 from layercache_dev.kit.processes import RigError, run_checked, wait_for
@@ -192,14 +192,7 @@ class ExperimentBuildKit(Lifecycle):
         return self.socket.exists()
 
     def stop(self) -> None:
-        run_checked([self.docker, "buildx", "rm", self.name], check=False)
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
+        stop_buildkitd(self.docker, self.name, self._process)
         self._process = None
         unmount_below(self.root)
 

@@ -92,12 +92,17 @@ class StandaloneBuildKit(Lifecycle):
         run_checked([self.docker, "buildx", "inspect", "--bootstrap", self.name])
 
     def stop(self) -> None:
-        run_checked([self.docker, "buildx", "rm", self.name], check=False)
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
+        stop_buildkitd(self.docker, self.name, self._process)
         self._process = None
+
+
+def stop_buildkitd(docker: str, name: str, process: subprocess.Popen[bytes] | None) -> None:
+    """Forget the buildx builder `name`, then stop its buildkitd (SIGTERM, then SIGKILL)."""
+    run_checked([docker, "buildx", "rm", name], check=False)
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
