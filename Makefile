@@ -59,6 +59,10 @@ test: lint build ## Lint, types, template checks, sam build, then every test but
 	  if [ -n "$$PYTEST_STATUS_FILE" ]; then echo $$status > "$$PYTEST_STATUS_FILE"; fi; \
 	  exit $$status
 
+.PHONY: local-invoke
+local-invoke: $(BIN)/.installed ## Every sample in events/ through sam local invoke (image: .ci/lambda-base-image)
+	LAYERCACHE_LOCAL_INVOKE=all $(BIN)/pytest tests/docker/test_local_invoke.py
+
 .PHONY: demo
 demo: $(BIN)/.installed ## The whole pipeline end to end on an embedded AWS and a local registry
 	$(BIN)/layercache-dev demo

@@ -3,8 +3,8 @@
 - template.yaml read as data (`template`, `paths`), and the stack's functions called in
   this process by their `Handler` strings (`functions`, `lambda_context`);
 - AWS stand-ins: moto's server with the stack's resources (`embedded_aws`), moto made to
-  answer as ECR, CodeBuild and atomic services do (`moto_ecr`, `moto_codebuild`,
-  `moto_atomic`), Lambda's SQS event source (`sqs_source`), GitHub deliveries
+  answer as ECR, CodeBuild, CodeCommit's commit reads and atomic services do (`moto_ecr`,
+  `moto_codebuild`, `moto_codecommit`, `moto_atomic`), Lambda's SQS event source (`sqs_source`), GitHub deliveries
   (`github_events`);
 - the local rig that stands in for CodeBuild and ECR: what the machine needs
   (`prerequisites`), a registry and its log (`registry`), a standalone BuildKit

@@ -16,6 +16,7 @@ can drift from the template.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -29,6 +30,8 @@ from moto.server import ThreadedMotoServer
 
 from layercache_dev.kit.github_events import LOCAL_WEBHOOK_SECRET
 from layercache_dev.kit.lifecycle import Lifecycle
+from layercache_dev.kit.moto_codecommit import install as install_codecommit_reads
+from layercache_dev.kit.moto_codecommit import put_commits, sample_commits
 from layercache_dev.kit.paths import BUILDSPEC, EVENTS
 from layercache_dev.kit.template import (
     create_table_arguments,
@@ -63,6 +66,8 @@ class StackNames:
     secret: str
     topic: str = "layercache-build-notifications"
     queue: str = "layercache-build-requests.fifo"
+    # CodeCommitTriggerFunction's repository: created (with the samples' commits) if set.
+    source_repository: str | None = None
 
     @classmethod
     def from_env_json(cls, path: Path = ENV_JSON) -> StackNames:
@@ -74,6 +79,7 @@ class StackNames:
             secret=env["GitHubWebhookFunction"]["WEBHOOK_SECRET_ARN"],
             topic=env["BuildRecorderFunction"]["BUILD_NOTIFICATIONS_TOPIC_ARN"].rsplit(":", 1)[1],
             queue=env["Parameters"]["BUILD_REQUEST_QUEUE_URL"].rsplit("/", 1)[1],
+            source_repository=env["CodeCommitTriggerFunction"]["SOURCE_REPOSITORY"],
         )
 
 
@@ -128,6 +134,7 @@ class EmbeddedAws(Lifecycle):
 
     def start(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on our stdout
+        install_codecommit_reads()  # GetCommit, GetDifferences: moto_codecommit
         self._server.start()
         self._started = True
         self.port = self._server.get_host_and_port()[1]
@@ -176,7 +183,8 @@ def deploy_stack(
     names: StackNames | None = None,
     build_repository_uri: str | None = None,
 ) -> Stack:
-    """Create the table, image repository, build project, webhook secret and topic.
+    """Create the table, image repository, build project, webhook secret and topic, and
+    the CodeCommit repository `names.source_repository` if set.
 
     `client(service)` makes a boto3 client of the AWS to deploy into: the embedded
     server, or moto's in-process mock (the tests, with `endpoint` empty). `parameters`
@@ -208,6 +216,8 @@ def deploy_stack(
     )
     topic = client("sns").create_topic(Name=names.topic)["TopicArn"]
     queues = _create_request_queues(client, names.queue)
+    if names.source_repository:
+        _create_source_repository(client, names.source_repository)
     refs.update(
         {
             "ImageRepositoryName": names.repository,
@@ -233,6 +243,16 @@ def deploy_stack(
     )
     _create_project(client, names.project, refs)
     return Stack(names=names, endpoint=endpoint, refs=refs)
+
+
+def _create_source_repository(client: Callable[[str], Any], name: str) -> None:
+    """The CodeCommit repository, holding every commit events/codecommit-trigger names
+    (each changes the Dockerfile), so those samples run against this AWS."""
+    codecommit = client("codecommit")
+    # A second stack of the same names in this process finds it there.
+    with contextlib.suppress(codecommit.exceptions.RepositoryNameExistsException):
+        codecommit.create_repository(repositoryName=name)
+    put_commits(name, sample_commits(EVENTS), account=ACCOUNT, region=REGION)
 
 
 def _create_request_queues(client: Callable[[str], Any], name: str) -> dict[str, str]:
