@@ -210,7 +210,10 @@ class BuildBench:
             runtime_base = f"{self.host}/{RUNTIME_BASE_REPOSITORY}:{tag}"
         context = self.context(name, self.workload.files(scenario, number), runtime_base)
         if scenario is not Scenario.COLD:
-            prior = self._repository(self._cache_source(strategy), Scenario.COLD, 1)
+            # The repository as the last cold build left it: a kept builder holds that
+            # build's layers, and in the stack its cache export went to the same repository.
+            last_cold = self.runs if strategy in KEPT_BUILDER else 1
+            prior = self._repository(self._cache_source(strategy), Scenario.COLD, last_cold)
             for tag in (BRANCH, CACHE_TAG):
                 copy_manifest(self.rig.registry.port, prior, name, tag)
         if strategy not in KEPT_BUILDER or scenario is Scenario.COLD:

@@ -4,8 +4,8 @@
   this process by their `Handler` strings (`functions`, `lambda_context`);
 - AWS stand-ins: moto's server with the stack's resources (`embedded_aws`), moto made to
   answer as ECR, CodeBuild, CodeCommit's commit reads and atomic services do (`moto_ecr`,
-  `moto_codebuild`, `moto_codecommit`, `moto_atomic`), Lambda's SQS event source (`sqs_source`), GitHub deliveries
-  (`github_events`);
+  `moto_codebuild`, `moto_codecommit`, `moto_atomic`), Lambda's SQS event source
+  (`sqs_source`), GitHub deliveries (`github_events`);
 - the local rig that stands in for CodeBuild and ECR: what the machine needs
   (`prerequisites`), a registry and its log (`registry`), a standalone BuildKit
   (`buildkit`), the buildspec run as CodeBuild runs it (`buildspec`), all composed by
