@@ -474,8 +474,18 @@ def report_blocks(results: Results, targets: Sequence[Target]) -> list[Block]:
             f"{meta['steps']} steps. {meta['runs']} run(s) per cell; " + took,
             "Each run starts on a builder with an empty local cache (a fresh build host) and a "
             "repository holding the strategy's previous build, except the warm local builder, "
-            "which keeps every layer. 'x cold' is relative to the cold build without cache.",
+            "which keeps every layer (and the warm tier's, which keeps its builder). 'x cold' is "
+            "relative to the cold build without cache.",
             "## Builds",
+            *(
+                [
+                    f"The warm tier's two columns were measured {meta['warm_tier_date']} in a "
+                    "run of their own, beside the registry cache and the warm local builder "
+                    "(docs/build-cache.md, 'The warm tier', has that run's every column)."
+                ]
+                if meta.get("warm_tier_date")
+                else []
+            ),
             *build_tables(results),
             "## Targets (ours: registry cache, mode=max)",
             target_table(targets),
