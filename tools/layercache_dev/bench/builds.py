@@ -25,11 +25,11 @@ import json
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from layercache_dev.bench.workload import (
     BUILDER_STEPS_BEFORE_SOURCE,
@@ -99,11 +99,16 @@ class Run:
     step_seconds: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class Cell:
-    strategy: Strategy
-    scenario: Scenario
-    runs: list[Run] = field(default_factory=list)
+class MeasuredRun(Protocol):
+    seconds: float
+    downloaded_bytes: int
+    uploaded_bytes: int
+
+
+class Medians:
+    """The medians of a cell's runs (wall seconds, bytes down and up)."""
+
+    runs: Sequence[MeasuredRun]
 
     @property
     def seconds(self) -> float:
@@ -116,6 +121,13 @@ class Cell:
     @property
     def uploaded_bytes(self) -> int:
         return int(statistics.median(run.uploaded_bytes for run in self.runs))
+
+
+@dataclass
+class Cell(Medians):
+    strategy: Strategy
+    scenario: Scenario
+    runs: list[Run] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -32,7 +32,6 @@ import argparse
 import json
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from layercache_dev.bench.builds import BRANCH, CACHE_TAG, Progress, copy_manifest, slug
+from layercache_dev.bench.builds import (
+    BRANCH,
+    CACHE_TAG,
+    Medians,
+    Progress,
+    copy_manifest,
+    slug,
+)
 from layercache_dev.bench.throttle import ThrottleProxy
 from layercache_dev.bench.workload import MB, Scenario, Workload
 from layercache_dev.kit.buildkit import stop_buildkitd
@@ -81,22 +87,10 @@ class LazyRun:
 
 
 @dataclass
-class LazyCell:
+class LazyCell(Medians):
     variant: Variant
     scenario: Scenario
     runs: list[LazyRun] = field(default_factory=list)
-
-    @property
-    def seconds(self) -> float:
-        return statistics.median(run.seconds for run in self.runs)
-
-    @property
-    def downloaded_bytes(self) -> int:
-        return int(statistics.median(run.downloaded_bytes for run in self.runs))
-
-    @property
-    def uploaded_bytes(self) -> int:
-        return int(statistics.median(run.uploaded_bytes for run in self.runs))
 
 
 def ratio_to_warm(cells: Iterable[LazyCell], variant: Variant, scenario: Scenario) -> float:
